@@ -1,0 +1,1 @@
+"""The ``pipeline`` command: a thin layer over :mod:`orchestrator`."""

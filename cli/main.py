@@ -1,0 +1,275 @@
+"""``pipeline``: submit jobs, watch the share, read the status history, retry and cancel."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import click
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError as DatabaseError
+
+from cli import render
+from cli.exit_codes import Exit, epilog, for_error
+from orchestrator.errors import ConfigError, PipelineError
+from orchestrator.store import jobs as store
+from orchestrator.store.states import FINAL, STEPS, JobState
+
+
+class PipelineGroup(click.Group):
+    """Turns known errors into one clear line and a named exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PipelineError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(for_error(error))
+        except (DatabaseError, BrokerError, ConnectionError) as error:
+            click.echo(f"error: unavailable: {str(error).splitlines()[0]}", err=True)
+            ctx.exit(Exit.UNAVAILABLE)
+        except KeyboardInterrupt:
+            ctx.exit(Exit.INTERRUPTED)
+
+
+@click.group(cls=PipelineGroup, epilog=epilog())
+@click.version_option(package_name="pipeline-orchestrator")
+def pipeline() -> None:
+    """Pipeline Orchestrator: price files in, optimized portfolios out, every step recorded."""
+
+
+@cache
+def orchestrator() -> Any:
+    """The orchestrator, with settings validated and the database schema current."""
+    from orchestrator.pipeline import Orchestrator
+    from orchestrator.settings import get_settings
+    from orchestrator.store.db import migrate
+
+    settings = get_settings()
+    migrate()
+    return Orchestrator(settings)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+# -- submitting ----------------------------------------------------------------------------
+
+@pipeline.command(epilog=epilog())
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--size", "portfolio_size", type=click.IntRange(10, 100), help="Holdings (10-100).")
+@click.option("--objective", type=click.Choice(["min_volatility", "max_sharpe"]))
+@click.option("--max-weight", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--min-weight", type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--risk-free-rate", type=float)
+@click.option("--batch", is_flag=True, help="Submit the files as one batch (a folder always is).")
+@click.option("--wait", is_flag=True, help="Wait for the jobs to end; exit 7 if one failed.")
+@json_option
+def submit(files: tuple[Path, ...], batch: bool, wait: bool, as_json: bool,
+           **options: Any) -> None:
+    """Submit price files (CSV) or job files (JSON). A folder is submitted as one batch.
+
+    Example: pipeline submit prices.csv --size 20 --objective max_sharpe --wait
+    """
+    params = {k: v for k, v in options.items() if v is not None}
+    orch = orchestrator()
+    job_ids, batch_ids = _submit(orch, files, params, batch)
+    if as_json:
+        render.emit_json({"jobs": job_ids, "batches": batch_ids})
+    else:
+        for job_id in job_ids:
+            click.echo(f"submitted job {job_id}")
+        for batch_id in batch_ids:
+            click.echo(f"submitted batch {batch_id}")
+    if wait:
+        ended = _wait(job_ids + [j.id for b in batch_ids for j in
+                                 store.list_jobs(batch_id=b, limit=100_000)], quiet=as_json)
+        raise SystemExit(Exit.OK if all(j.state is JobState.COMPLETED for j in ended)
+                         else Exit.JOB_FAILED)
+
+
+def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,
+            ) -> tuple[list[str], list[str]]:
+    folders = [f for f in files if f.is_dir()]
+    singles = [f for f in files if f.is_file()]
+    batch_ids = [orch.submit_batch(_batch_files(d), params, name=d.name) for d in folders]
+    if batch and singles:
+        return [], [*batch_ids, orch.submit_batch(singles, params)]
+    return [orch.submit(f, params) for f in singles], batch_ids
+
+
+def _batch_files(folder: Path) -> list[Path]:
+    from orchestrator.paths import is_temporary
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and not is_temporary(p.name)
+                  and p.suffix.lower() in (".csv", ".json"))
+
+
+def _wait(job_ids: list[str], quiet: bool) -> list[store.Job]:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[s]}"),
+                  disable=quiet, console=render.console) as bar:
+        tasks = {j: bar.add_task(j[:12], total=100, s="queued") for j in job_ids}
+        while True:
+            current = [store.get_job(j) for j in job_ids]
+            for job in current:
+                bar.update(tasks[job.id], completed=job.progress,
+                           s=f"{job.state.value} {job.step or ''}")
+            if all(job.state in FINAL for job in current):
+                return current
+            time.sleep(0.2)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+@pipeline.command(epilog=epilog())
+@click.argument("job")
+@json_option
+def status(job: str, as_json: bool) -> None:
+    """Show one job (an id or a unique prefix of it). Example: pipeline status 3f2a"""
+    orch = orchestrator()
+    found = store.find_job(job)
+    folder = orch.share.locate(found.id)
+    if as_json:
+        render.emit_json({**found.to_dict(), "folder": str(folder) if folder else None})
+    else:
+        render.console.print(render.job_panel(found, str(folder) if folder else None))
+
+
+@pipeline.command(epilog=epilog())
+@click.argument("job")
+@json_option
+def history(job: str, as_json: bool) -> None:
+    """Every state change of a job, with its time. Example: pipeline history 3f2a"""
+    orchestrator()
+    found = store.find_job(job)
+    events = store.history(found.id)
+    if as_json:
+        render.emit_json([e.to_dict() for e in events])
+    else:
+        render.console.print(f"job {found.id} ({found.input_name})")
+        render.console.print(render.history_table(events))
+
+
+@pipeline.command("list", epilog=epilog())
+@click.option("--state", type=click.Choice([s.value for s in JobState]))
+@click.option("--since", help="Only jobs created since: 30m, 12h, 7d or an ISO date.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+def list_(state: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first. Example: pipeline list --state failed --since 1d"""
+    orchestrator()
+    found = store.list_jobs(JobState(state) if state else None, _since(since), limit=limit)
+    if as_json:
+        render.emit_json([j.to_dict() for j in found])
+    else:
+        render.console.print(render.jobs_table(found))
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+        return store.now() - timedelta(**{unit: int(match[1])})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use 30m, 12h, 7d or an ISO date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=store.now().tzinfo)
+
+
+# -- operator actions ----------------------------------------------------------------------
+
+@pipeline.command(epilog=epilog())
+@click.argument("job")
+@click.option("--from-step", type=click.Choice(STEPS), help="Default: the step that failed.")
+def retry(job: str, from_step: str | None) -> None:
+    """Run a failed or cancelled job again. Example: pipeline retry 3f2a --from-step optimize"""
+    orch = orchestrator()
+    queued = orch.retry(store.find_job(job).id, from_step)
+    click.echo(f"job {queued.id} queued again (attempt {queued.attempts + 1})")
+
+
+@pipeline.command(epilog=epilog())
+@click.argument("job")
+def cancel(job: str) -> None:
+    """Cancel a pending, queued or running job. Example: pipeline cancel 3f2a"""
+    orch = orchestrator()
+    cancelled = orch.cancel(store.find_job(job).id)
+    click.echo(f"job {cancelled.id} cancelled")
+
+
+# -- running -------------------------------------------------------------------------------
+
+@pipeline.command(epilog=epilog())
+@click.option("--interval", type=float, help="Seconds between scans (PIPELINE_SCAN_INTERVAL).")
+def watch(interval: float | None) -> None:
+    """Watch <share>/input/ and submit each complete file. Stop with Ctrl-C or SIGTERM."""
+    from cli.processes import stop_on_signals
+    from orchestrator.watcher import Watcher
+
+    orch = orchestrator()
+    stop = threading.Event()
+    stop_on_signals(stop)
+    Watcher(orch).run(stop, interval or orch.settings.scan_interval)
+
+
+@pipeline.command(epilog=epilog())
+@click.option("--concurrency", type=int, help="Worker processes (PIPELINE_WORKER_CONCURRENCY).")
+def up(concurrency: int | None) -> None:
+    """Run a worker, beat and the watcher together (one machine). Ctrl-C stops them all."""
+    from cli.processes import run_all
+
+    orch = orchestrator()
+    raise SystemExit(run_all(orch, concurrency or orch.settings.worker_concurrency))
+
+
+@pipeline.command(epilog=epilog())
+@click.option("--jobs", "count", default=4, show_default=True, type=click.IntRange(1, 50))
+def demo(count: int) -> None:
+    """Put sample jobs through the real pipeline (a worker is started for the demo)."""
+    from cli.demo import run_demo
+
+    raise SystemExit(run_demo(orchestrator(), count))
+
+
+@pipeline.command(epilog=epilog())
+@json_option
+def config(as_json: bool) -> None:
+    """Show the settings in force (passwords masked)."""
+    from orchestrator.settings import get_settings
+
+    shown = get_settings().public_dict()
+    if as_json:
+        render.emit_json(shown)
+    else:
+        for key, value in shown.items():
+            click.echo(f"PIPELINE_{key.upper()}={value}")
+
+
+@pipeline.group()
+def db() -> None:
+    """The status database."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or migrate the schema to the newest revision (run before new workers start)."""
+    orchestrator()
+    click.echo("database schema is current")
+
+
+def main() -> None:
+    try:
+        pipeline()
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(Exit.CONFIG) from None

@@ -1,0 +1,80 @@
+"""Running the pipeline's processes on one machine: worker, beat and watcher together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from orchestrator.pipeline import Orchestrator
+
+log = logging.getLogger(__name__)
+QUEUES = "validate,optimize,archive,maintenance"
+
+
+def celery_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "orchestrator", *args]
+
+
+def worker_command(concurrency: int, name: str = "pipeline", queues: str = QUEUES,
+                   loglevel: str = "INFO") -> list[str]:
+    return celery_command("worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h",
+                          "--loglevel", loglevel, "--without-gossip", "--without-mingle")
+
+
+def start(command: Sequence[str]) -> subprocess.Popen[bytes]:
+    # Own process group: Ctrl-C reaches us once and we stop the children in order.
+    return subprocess.Popen(list(command), start_new_session=True)
+
+
+def stop(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM (a warm shutdown for Celery: running steps finish), then SIGKILL if stuck."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def stop_on_signals(event: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_all(orchestrator: Orchestrator, concurrency: int) -> int:
+    """Worker + beat as child processes, the watcher in this one, until Ctrl-C or SIGTERM."""
+    from orchestrator.watcher import Watcher
+
+    logging.basicConfig(level=orchestrator.settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = orchestrator.settings
+    children = [start(worker_command(concurrency)),
+                start(celery_command("beat", "--loglevel", "INFO", "-s",
+                                     str(settings.var_dir / "celerybeat-schedule")))]
+    stop_event = threading.Event()
+    stop_on_signals(stop_event)
+    watcher = threading.Thread(target=Watcher(orchestrator).run,
+                               args=(stop_event, settings.scan_interval), daemon=True)
+    watcher.start()
+    print(f"pipeline up: drop CSV files into {orchestrator.share.input} (Ctrl-C stops)",
+          flush=True)
+    while not stop_event.wait(1.0):
+        if any(proc.poll() is not None for proc in children):
+            log.error("a child process exited; stopping the others")
+            break
+    stop_event.set()
+    watcher.join(timeout=10)
+    stop(children)
+    return 0

@@ -1,0 +1,79 @@
+"""What each step does to a job folder: plain functions, no Celery, tested without a broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import DataError
+from orchestrator.jobspec import JobParams
+from orchestrator.paths import Share, write_json
+from orchestrator.settings import Settings
+from orchestrator.steps import archive, optimize, validate
+
+CLEAN = "prices.clean.csv"
+QUALITY = "quality.json"
+PORTFOLIO = "portfolio.json"
+
+
+@dataclass(frozen=True)
+class StepContext:
+    job_id: str
+    folder: Path
+    params: JobParams
+    settings: Settings
+    progress: Callable[[float], None]
+
+    @property
+    def share(self) -> Share:
+        return Share(self.settings.share_dir)
+
+
+def input_csv(folder: Path) -> Path:
+    candidates = [p for p in sorted((folder / "input").glob("*")) if p.suffix.lower() != ".json"]
+    if not candidates:
+        raise DataError("the job folder holds no price file", file=folder.name)
+    return candidates[0]
+
+
+def run_validate(ctx: StepContext) -> dict[str, Any]:
+    rules = validate.ValidationRules(
+        max_gap_days=ctx.settings.max_gap_days,
+        max_missing_fraction=ctx.settings.max_missing_fraction,
+        min_tickers=ctx.params.portfolio_size,
+        max_input_bytes=ctx.settings.max_input_bytes,
+        reference_tickers=_reference(ctx),
+    )
+    prices, report = validate.validate_prices(input_csv(ctx.folder), rules, ctx.progress)
+    validate.write_clean(prices, ctx.folder / CLEAN)
+    write_json(ctx.folder / QUALITY, report.to_dict())
+    return {"rows": report.rows_kept, "tickers": len(report.tickers_kept)}
+
+
+def _reference(ctx: StepContext) -> frozenset[str] | None:
+    if ctx.params.reference_file is None:
+        return None
+    path = ctx.share.resolve_inside(ctx.share.root, ctx.params.reference_file,
+                                    file="job parameters", field="reference_file")
+    return validate.read_reference(path)
+
+
+def run_optimize(ctx: StepContext) -> dict[str, Any]:
+    prices = validate.read_clean(ctx.folder / CLEAN)
+    request = optimize.PortfolioRequest(
+        portfolio_size=ctx.params.portfolio_size, objective=ctx.params.objective,
+        max_weight=ctx.params.max_weight, min_weight=ctx.params.min_weight,
+        risk_free_rate=ctx.params.risk_free_rate,
+    )
+    optimize.check_request(request, prices.shape[1])
+    portfolio = optimize.optimize(prices, request, ctx.progress)
+    write_json(ctx.folder / PORTFOLIO, portfolio.to_dict())
+    return {"holdings": len(portfolio.weights)}
+
+
+def run_archive(ctx: StepContext, header: dict[str, Any]) -> dict[str, Any]:
+    result = archive.write_outputs(ctx.folder, header)
+    ctx.progress(1.0)
+    return result

@@ -1,0 +1,1 @@
+"""The status store: jobs, batches and their append-only history, in SQL."""

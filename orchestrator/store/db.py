@@ -1,0 +1,107 @@
+"""One engine per process, created lazily, forgotten after fork; schema migrations.
+
+SQLite (the embedded default) runs in WAL mode and takes its write lock at BEGIN
+(``BEGIN IMMEDIATE``) so concurrent workers queue on the lock instead of failing with
+"database is locked" when a read transaction tries to become a write one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+_engines: dict[str, Engine] = {}
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (psycopg2 is not a dependency)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def get_engine(url: str | None = None) -> Engine:
+    if url is None:
+        from orchestrator.settings import get_settings
+
+        url = get_settings().database
+    url = normalize_url(url)
+    if url not in _engines:
+        _engines[url] = _create(url)
+    return _engines[url]
+
+
+def _create(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    if parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[Connection]:
+    """A connection in one transaction: committed on success, rolled back on error."""
+    with get_engine(url).begin() as conn:
+        yield conn
+
+
+def _forget_after_fork() -> None:
+    # A forked child must not share the parent's sockets; dispose without closing them.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def migrate(url: str | None = None) -> None:
+    """Bring the schema to the newest revision; safe to call from several processes at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = get_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with _migration_lock(engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(744210001)"))
+            yield conn
+        return
+    database = engine.url.database or ":memory:"
+    lock_path = Path(database + ".migrate.lock") if database != ":memory:" else None
+    handle = open(lock_path, "a") if lock_path else None  # noqa: SIM115
+    try:
+        if handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        if handle:
+            handle.close()

@@ -1,0 +1,255 @@
+"""Jobs and their history: create, move between states (compare-and-set), read.
+
+Every state change is one transaction: a conditional UPDATE of the job row (it only matches
+when the job is still in an expected state, so of two racing writers exactly one wins) and an
+INSERT into the append-only history. An illegal change raises and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from orchestrator.errors import IllegalTransition, JobNotFound
+from orchestrator.store.db import transaction
+from orchestrator.store.states import FINAL, JobState, is_legal, sources_of
+from orchestrator.store.tables import batches, job_events, jobs
+
+WORKER = f"{socket.gethostname()}/{os.getpid()}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # SQLite returns naive datetimes
+    return value
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    input_name: str
+    input_sha256: str
+    input_size: int
+    params: dict[str, Any]
+    state: JobState
+    step: str | None
+    progress: float
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    batch_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        data = dict(row._mapping)
+        data["state"] = JobState(data["state"])
+        for key in ("created_at", "updated_at", "started_at", "finished_at"):
+            data[key] = _utc(data[key])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: v.isoformat() if isinstance(v, datetime) else str(v) if k == "state" else v
+                for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: str
+    at: datetime
+    from_state: str | None
+    to_state: str
+    step: str | None
+    attempt: int
+    worker: str | None
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["at"] = self.at.isoformat()
+        return out
+
+
+@dataclass
+class NewJob:
+    id: str
+    input_name: str
+    input_sha256: str
+    input_size: int
+    params: dict[str, Any]
+    batch_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _event(conn: Connection, job_id: str, source: str | None, target: str, *, step: str | None,
+           attempt: int, detail: str | None, at: datetime) -> None:
+    conn.execute(insert(job_events).values(
+        job_id=job_id, at=at, from_state=source, to_state=target, step=step, attempt=attempt,
+        worker=WORKER, detail=detail,
+    ))
+
+
+def create_jobs(new: Sequence[NewJob], *, queued: bool = True, batch_name: str | None = None,
+                url: str | None = None) -> None:
+    """Record jobs as pending (and queued, when the caller publishes right after)."""
+    at = now()
+    with transaction(url) as conn:
+        if batch_name is not None and new:
+            conn.execute(insert(batches).values(id=new[0].batch_id, name=batch_name,
+                                                size=len(new), created_at=at))
+        for job in new:
+            _insert_job(conn, job, queued, at)
+
+
+def _insert_job(conn: Connection, job: NewJob, queued: bool, at: datetime) -> None:
+    state = JobState.QUEUED if queued else JobState.PENDING
+    conn.execute(insert(jobs).values(
+        id=job.id, batch_id=job.batch_id, input_name=job.input_name,
+        input_sha256=job.input_sha256, input_size=job.input_size, params=job.params,
+        state=state, step=None, progress=0.0, attempts=0, created_at=at, updated_at=at,
+    ))
+    detail = json.dumps(job.detail) if job.detail else None
+    _event(conn, job.id, None, JobState.PENDING, step=None, attempt=0, detail=detail, at=at)
+    if queued:
+        _event(conn, job.id, JobState.PENDING, JobState.QUEUED, step=None, attempt=0,
+               detail=None, at=at)
+
+
+def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | None = None,
+               step: str | None = None, from_step: str | None = None,
+               detail: str | None = None, new_attempt: bool = False,
+               url: str | None = None, **values: Any) -> Job:
+    """Move a job to ``target`` if it is in one of ``sources`` (default: every legal one).
+
+    ``from_step`` narrows the match to a job at that step. ``values`` are extra columns
+    (progress, result, error). Raises IllegalTransition, writing nothing, when the job is not
+    in an expected state by the time the UPDATE runs.
+    """
+    allowed = frozenset(sources) if sources is not None else sources_of(target)
+    bad = [s for s in allowed if not is_legal(s, target)]
+    if bad:
+        raise IllegalTransition(f"{bad[0]} -> {target} is not a legal transition")
+    at = now()
+    with transaction(url) as conn:
+        previous, job = _claim(conn, job_id, target, allowed, step, from_step, new_attempt, at,
+                               values)
+        _event(conn, job_id, previous, target, step=step, attempt=job.attempts, detail=detail,
+               at=at)
+    return job
+
+
+def _claim(conn: Connection, job_id: str, target: JobState, allowed: frozenset[JobState],
+           step: str | None, from_step: str | None, new_attempt: bool, at: datetime,
+           values: dict[str, Any]) -> tuple[JobState, Job]:
+    condition = (jobs.c.id == job_id) & jobs.c.state.in_([s.value for s in allowed])
+    if from_step is not None:
+        condition &= jobs.c.step == from_step
+    changes: dict[str, Any] = {"state": target.value, "step": step, "updated_at": at, **values}
+    if new_attempt:
+        changes["attempts"] = jobs.c.attempts + 1
+    if target is JobState.PROCESSING:
+        changes.setdefault("started_at", func.coalesce(jobs.c.started_at, at))
+    if target in FINAL:
+        changes.setdefault("finished_at", at)
+    row = conn.execute(update(jobs).where(condition).values(**changes)
+                       .returning(*jobs.c)).first()
+    if row is None:
+        _refuse(conn, job_id, target, allowed, from_step)
+    job = Job.from_row(row)
+    if len(allowed) == 1:
+        (previous,) = allowed
+    else:  # the UPDATE cannot return the old value; the history's last entry holds it
+        previous = JobState(conn.execute(
+            select(job_events.c.to_state).where(job_events.c.job_id == job_id)
+            .order_by(job_events.c.id.desc()).limit(1)).scalar_one())
+    return previous, job
+
+
+def _refuse(conn: Connection, job_id: str, target: JobState, allowed: frozenset[JobState],
+            from_step: str | None) -> None:
+    row = conn.execute(select(jobs.c.state, jobs.c.step).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise JobNotFound(f"no job {job_id}")
+    expected = "/".join(sorted(allowed)) + (f" at step {from_step}" if from_step else "")
+    raise IllegalTransition(
+        f"job {job_id} is {row.state}" + (f" at step {row.step}" if row.step else "")
+        + f"; cannot go to {target} (expected {expected})")
+
+
+def set_progress(job_id: str, percent: float, url: str | None = None) -> None:
+    """Record progress of the running step; no event (progress is not a transition)."""
+    with transaction(url) as conn:
+        conn.execute(update(jobs).where((jobs.c.id == job_id)
+                                        & (jobs.c.state == JobState.PROCESSING.value))
+                     .values(progress=round(percent, 1), updated_at=now()))
+
+
+def get_job(job_id: str, url: str | None = None) -> Job:
+    with transaction(url) as conn:
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise JobNotFound(f"no job {job_id}")
+    return Job.from_row(row)
+
+
+def find_job(prefix: str, url: str | None = None) -> Job:
+    """A job by its id or an unambiguous prefix of it (people type short ids)."""
+    with transaction(url) as conn:
+        rows = conn.execute(select(jobs).where(jobs.c.id.startswith(prefix)).limit(2)).all()
+    if not rows:
+        raise JobNotFound(f"no job {prefix}")
+    if len(rows) > 1:
+        raise JobNotFound(f"{prefix} matches several jobs; give more of the id")
+    return Job.from_row(rows[0])
+
+
+def list_jobs(state: JobState | None = None, since: datetime | None = None,
+              batch_id: str | None = None, limit: int = 50, url: str | None = None) -> list[Job]:
+    query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+    if state is not None:
+        query = query.where(jobs.c.state == state.value)
+    if since is not None:
+        query = query.where(jobs.c.created_at >= since)
+    if batch_id is not None:
+        query = query.where(jobs.c.batch_id == batch_id)
+    with transaction(url) as conn:
+        return [Job.from_row(row) for row in conn.execute(query)]
+
+
+def history(job_id: str, url: str | None = None) -> list[JobEvent]:
+    query = (select(job_events).where(job_events.c.job_id == job_id)
+             .order_by(job_events.c.id))
+    with transaction(url) as conn:
+        rows = conn.execute(query).all()
+    return [JobEvent(**{k: v for k, v in row._mapping.items() if k != "id"} | {
+        "at": _utc(row.at)}) for row in rows]
+
+
+def count_by_state(job_ids: Sequence[str] | None = None, url: str | None = None,
+                   ) -> dict[str, int]:
+    query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+    if job_ids is not None:
+        query = query.where(jobs.c.id.in_(list(job_ids)))
+    with transaction(url) as conn:
+        return {state: n for state, n in conn.execute(query)}
+
+
+def finish_batch(batch_id: str, summary: dict[str, Any], url: str | None = None) -> None:
+    with transaction(url) as conn:
+        conn.execute(update(batches).where(batches.c.id == batch_id)
+                     .values(finished_at=now(), summary=summary))

@@ -1,0 +1,74 @@
+"""The embedded broker: kombu's filesystem transport, made safe for concurrent readers.
+
+Why a subclass (kombu has no transport that does this): the stock ``_put`` creates the message
+file under its final name and then fills it, so a consumer polling the folder can read it
+half-written, fail to decode it and lose it (kombu issue 1551, reproduced here). We write to a
+dot-name the consumers ignore and ``os.replace`` it into place. The stock ``_get`` also moves each
+message to the system temp folder, a copy when that is another filesystem; we claim it with a
+rename inside the broker folder instead. Registered as the ``atomicfs://`` scheme.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from time import monotonic
+
+from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+SCHEME = "atomicfs"
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.part")
+        with open(partial, "wb") as handle:
+            handle.write(str_to_bytes(dumps(payload)))
+        os.replace(partial, final)
+
+    def _get(self, queue: str) -> dict:
+        suffix = f".{queue}.msg"
+        claimed_dir = os.path.join(self.data_folder_in, ".claimed")
+        for name in sorted(n for n in os.listdir(self.data_folder_in) if n.endswith(suffix)):
+            if name.partition(".")[2] != suffix[1:]:
+                continue
+            claimed = os.path.join(claimed_dir, f"{os.getpid()}-{name}")
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), claimed)
+            except FileNotFoundError:
+                continue  # another consumer took it first
+            with open(claimed, "rb") as handle:
+                payload = handle.read()
+            os.remove(claimed)
+            return loads(bytes_to_str(payload))
+        raise virtual.Empty()
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
+    global_state = virtual.BrokerState()
+    driver_type = driver_name = SCHEME
+
+
+def transport_options(folder: str, polling_interval: float) -> dict[str, object]:
+    """kombu options for the embedded broker rooted at ``folder`` (created here)."""
+    for sub in ("queue", "queue/.claimed", "control"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    queue = os.path.join(folder, "queue")
+    return {
+        "data_folder_in": queue,
+        "data_folder_out": queue,
+        "control_folder": os.path.join(folder, "control"),
+        "polling_interval": polling_interval,
+    }
+
+
+def register() -> None:
+    TRANSPORT_ALIASES[SCHEME] = "orchestrator.transport:Transport"
+
+
+register()

@@ -1,0 +1,26 @@
+"""The batch chord's callback: a summary of every job in the batch, from the status store."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator.batches import summarize_batch
+from orchestrator.celery import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="pipeline.summarize", ignore_result=True)
+def summarize(messages: list[dict[str, Any]], batch_id: str) -> dict[str, Any]:
+    """Runs when every job of the batch has ended; the store, not the chord, is the truth."""
+    return summarize_batch(batch_id)
+
+
+@app.task(name="pipeline.summarize_after_error")
+def summarize_after_error(request: Any, exc: BaseException, traceback: Any) -> None:
+    """The chord broke (a header task died hard): summarize from the store all the same."""
+    batch_id = request.kwargs.get("batch_id") if request.kwargs else None
+    log.error("batch %s: chord ended by %r; summarizing from the status store", batch_id, exc)
+    if batch_id:
+        summarize_batch(batch_id)

@@ -1,0 +1,62 @@
+"""The three steps of a job, and the error callback for what the steps could not catch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator import lifecycle
+from orchestrator.celery import app
+from orchestrator.messages import JobMessage
+from orchestrator.paths import Share
+from orchestrator.settings import get_settings
+from orchestrator.steps import run as steps
+from orchestrator.steps.run import StepContext
+from orchestrator.store import jobs as store
+from tasks.base import StepTask
+
+log = logging.getLogger(__name__)
+
+
+class Validate(StepTask):
+    name = "pipeline.validate"
+    step = "validate"
+
+    def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
+        return steps.run_validate(ctx)
+
+
+class Optimize(StepTask):
+    name = "pipeline.optimize"
+    step = "optimize"
+
+    def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
+        return steps.run_optimize(ctx)
+
+
+class Archive(StepTask):
+    name = "pipeline.archive"
+    step = "archive"
+
+    def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
+        job = store.get_job(ctx.job_id)
+        header = {"job_id": job.id, "input": job.input_name, "params": job.params,
+                  "timings": message.metrics, "created_at": job.created_at.isoformat()}
+        result = steps.run_archive(ctx, header)
+        lifecycle.complete(ctx.share, ctx.job_id, result)
+        return result
+
+
+validate = app.register_task(Validate())
+optimize = app.register_task(Optimize())
+archive = app.register_task(Archive())
+
+
+@app.task(name="pipeline.record_crash")
+def record_crash(request: Any, exc: BaseException, traceback: Any) -> None:
+    """Error callback: a step died where it could not catch it (hard time limit, worker lost)."""
+    payload = request.args[0] if request.args else {}
+    job_id = JobMessage.decode(payload).job_id
+    step = request.task.removeprefix("pipeline.") if request.task else None
+    log.error("job %s: step %s ended by %r", job_id, step, exc)
+    lifecycle.fail(Share(get_settings().share_dir), job_id, step, exc)
