@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 
 from orchestrator import results, transport
+from orchestrator.settings import Settings, get_settings
 
 transport.register()
 results.register()
 
-app = Celery("orchestrator")
-app.config_from_object("celeryconfig")
-app.conf.imports = ("tasks.steps", "tasks.batch", "tasks.maintenance")
+TASK_MODULES = ("tasks.steps", "tasks.batch", "tasks.maintenance")
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """An app configured from ``settings`` (tests build one per broker they run against)."""
+    import celeryconfig
+
+    settings = settings or get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    created = Celery("orchestrator", set_as_current=False)
+    created.config_from_object(celeryconfig.build(settings))
+    created.conf.imports = TASK_MODULES
+    return created
+
+
+app = create_app()
+app.set_current()
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _schema_current(**_: object) -> None:
+    from orchestrator.store.db import migrate
+
+    migrate()

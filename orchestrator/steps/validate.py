@@ -7,9 +7,10 @@ header = line 1; one record per line is assumed) and the column (the header name
 
 Checks, in order: the file exists, is not empty, is not larger than
 ``ValidationRules.max_input_bytes`` (refused before reading), and is UTF-8 text (no NUL
-bytes). The header has no empty or duplicate names and exactly one ``date`` column. Every
-row has as many fields as the header. Dates are ISO 8601 (``YYYY-MM-DD``; other formats such
-as ``01/02/2018`` are ambiguous and refused). Prices are finite numbers greater than zero.
+bytes). The header has no empty or duplicate names and exactly one ``date`` column. No row
+has more fields than the header (a shorter row's absent trailing cells are missing). Dates
+are ISO 8601 (``YYYY-MM-DD``; other formats such as ``01/02/2018`` are ambiguous and
+refused). Prices are finite numbers greater than zero.
 
 Missing data: empty cells and pandas' standard markers (``NA``, ``N/A``, ``NaN``, ``null``,
 ``#N/A``…) are missing prices, not errors. Blank lines are skipped. Duplicate dates are
@@ -252,7 +253,8 @@ def _find_date_column(names: list[str], file: str) -> str:
     """Check the header names; return the name of the date column."""
     unnamed = [str(i + 1) for i, name in enumerate(names) if not name]
     if unnamed:
-        raise DataError(f"header column(s) {', '.join(unnamed)} have no name", file=file, row=1)
+        raise DataError(f"no name in the header for column(s) {', '.join(unnamed)} "
+                        "(counting from 1)", file=file, row=1)
     duplicates = [name for name, count in Counter(names).items() if count > 1]
     if duplicates:
         raise DataError(f"duplicate column names: {', '.join(duplicates)}", file=file, row=1)

@@ -1,0 +1,207 @@
+"""Fixtures shared by every test: an isolated share and var folder, real servers, real workers.
+
+Server-backed tests skip on a laptop without the servers (the message says how to enable
+them) and fail in CI, where ``PIPELINE_REQUIRE_SERVERS=1`` is set by ``.ci/run``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from orchestrator.settings import Settings, get_settings, reset_settings
+from orchestrator.store import db
+
+SAMPLE = Path(__file__).resolve().parents[1] / "orchestrator" / "examples" / "sp500_sample.csv"
+REQUIRE = os.environ.get("PIPELINE_REQUIRE_SERVERS") == "1"
+SERVERS = {
+    "redis": os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"),
+    "postgres": os.environ.get("PIPELINE_TEST_POSTGRES_URL",
+                               "postgresql://postgres@127.0.0.1:5432/postgres"),
+    "rabbitmq": os.environ.get("PIPELINE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+
+
+def reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 0), 2):
+            return True
+    except OSError:
+        return False
+
+
+def server_url(name: str) -> str:
+    url = SERVERS[name]
+    if reachable(url):
+        return url
+    message = (f"{name} is not reachable at {url}: start it, or point "
+               f"PIPELINE_TEST_{name.upper()}_URL at one")
+    if REQUIRE:
+        pytest.fail(message + " (PIPELINE_REQUIRE_SERVERS=1: servers are required here)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sample_csv() -> Path:
+    return SAMPLE
+
+
+@dataclass
+class Env:
+    """An isolated installation: share, var and the PIPELINE_* variables that point at them."""
+
+    root: Path
+    variables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def share(self) -> Path:
+        return self.root / "share"
+
+    @property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, **self.variables}
+
+    def drop(self, source: Path, name: str | None = None) -> Path:
+        """Copy a file into input/ the way a careful user does: write aside, then rename."""
+        target = self.share / "input" / (name or source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        shutil.copyfile(source, partial)
+        partial.rename(target)
+        return target
+
+
+def _activate(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
+    for key, value in env.variables.items():
+        monkeypatch.setenv(key, value)
+    reset_settings()
+    db._forget_after_fork()
+    db.migrate()
+    return env
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """The embedded default (files and SQLite) in a fresh folder."""
+    variables = {"PIPELINE_SHARE_DIR": str(tmp_path / "share"),
+                 "PIPELINE_VAR_DIR": str(tmp_path / "var"),
+                 "PIPELINE_SCAN_INTERVAL": "0.2"}
+    yield _activate(Env(tmp_path, variables), monkeypatch)
+    reset_settings()
+    db._forget_after_fork()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    import sqlalchemy as sa
+
+    admin_url = db.normalize_url(server_url("postgres"))
+    name = f"pipeline_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield str(sa.engine.make_url(admin_url).set(database=name).render_as_string(False))
+    db._forget_after_fork()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    url = server_url("redis")
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def servers_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
+                postgres_database: str) -> Iterator[Env]:
+    """Redis as broker and result backend, PostgreSQL as the status store."""
+    variables = {"PIPELINE_SHARE_DIR": str(tmp_path / "share"),
+                 "PIPELINE_VAR_DIR": str(tmp_path / "var"),
+                 "PIPELINE_BROKER_URL": redis_url, "PIPELINE_RESULT_BACKEND": redis_url,
+                 "PIPELINE_DATABASE_URL": postgres_database, "PIPELINE_SCAN_INTERVAL": "0.2"}
+    yield _activate(Env(tmp_path, variables), monkeypatch)
+    reset_settings()
+    db._forget_after_fork()
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"process exited {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not seen in {timeout} s:\n{self.output()[-3000:]}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start a real process (celery worker, pipeline watch/up) with the test's environment."""
+    started: list[Process] = []
+
+    def start(args: list[str], env: Env, name: str) -> Process:
+        log = tmp_path / f"{name}-{len(started)}.log"
+        handle = open(log, "wb")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(args, env=env.environ(), cwd=env.root, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(Process(proc, log))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def worker(spawn: Callable[..., Process]) -> Callable[..., Process]:
+    """A real ``celery -A orchestrator worker`` on every queue, started and ready."""
+
+    def start(env: Env, concurrency: int = 2, queues: str = "validate,optimize,archive,"
+              "maintenance") -> Process:
+        name = f"w{uuid.uuid4().hex[:6]}"
+        process = spawn([sys.executable, "-m", "celery", "-A", "orchestrator", "worker", "-Q",
+                         queues, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
+                         "--without-gossip", "--without-mingle"], env, name)
+        process.wait_for("ready.")
+        return process
+
+    return start
