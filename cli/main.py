@@ -267,9 +267,13 @@ def upgrade() -> None:
     click.echo("database schema is current")
 
 
-def main() -> None:
+def main() -> None:  # console script: settings errors exit 3
     try:
         pipeline()
     except ConfigError as error:
         click.echo(f"error: {error}", err=True)
         raise SystemExit(Exit.CONFIG) from None
+
+
+if __name__ == "__main__":
+    main()

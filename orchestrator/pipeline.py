@@ -73,7 +73,9 @@ class Orchestrator:
         job_id = uuid.uuid4().hex
         error: PipelineError | None = None
         csv_path = path
-        if path.suffix.lower() == ".json":
+        if path.is_symlink():
+            error = DataError("a symbolic link; inputs must be regular files", file=path.name)
+        elif path.suffix.lower() == ".json":
             try:
                 csv_path, params = read_job_file(path, self.share, self.settings)
                 overrides = {**params.model_dump(exclude_unset=True), **overrides}
@@ -96,7 +98,7 @@ class Orchestrator:
     def _claim(self, source: Path, job_id: str) -> Path:
         """Inputs dropped in input/ are renamed (the rename decides who owns them); files
         from elsewhere are copied, leaving the user's file where it was."""
-        if source.resolve().parent == self.share.input.resolve():
+        if source.parent.resolve() == self.share.input.resolve():
             return self.share.claim_input(source, job_id)
         target = self.share.job_dir(job_id) / "input" / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,10 @@ def _restart_step(share: Share, job: store.Job) -> str:
 
 
 def _fingerprint(path: Path) -> tuple[str, int]:
+    """sha256 and size of a regular file; a link or special file is not read (no /dev/zero)."""
     digest = hashlib.sha256()
+    if path.is_symlink() or not path.is_file():
+        return digest.hexdigest(), 0
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
