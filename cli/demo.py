@@ -27,14 +27,18 @@ def sample_csv() -> Path:
 
 
 def run_demo(orch: Orchestrator, count: int) -> int:
+    log = orch.settings.var_dir / "demo" / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    render.console.print(f"starting a worker (log: {log})")
     worker = start(worker_command(orch.settings.worker_concurrency, name="demo",
-                                  loglevel="WARNING"))
+                                  loglevel="WARNING"), log=log)
     try:
         job_ids = [_submit_variant(orch, i) for i in range(count)]
         jobs = _follow(job_ids)
     finally:
         stop([worker])
-    render.console.print(_results_table(orch, jobs))
+    render.console.print(_results_table(jobs))
+    render.console.print(f"results in {orch.share.completed}/<job>/ (weights.csv, report.json)")
     render.console.print(f"history of one job: [bold]pipeline history {jobs[0].id[:12]}[/]")
     return Exit.OK if all(j.state is JobState.COMPLETED for j in jobs) else Exit.JOB_FAILED
 
@@ -59,16 +63,15 @@ def _follow(job_ids: list[str], timeout: float = 300) -> list[store.Job]:
             time.sleep(0.1)
 
 
-def _results_table(orch: Orchestrator, jobs: list[store.Job]) -> Table:
-    table = Table("job", "params", "state", "holdings", "return", "volatility", "Sharpe",
-                  "largest", "seconds", "results in", title="Demo results")
+def _results_table(jobs: list[store.Job]) -> Table:
+    table = Table("job", "K", "objective", "state", "return", "vol", "Sharpe", "largest", "s",
+                  title="Demo results")
     for job in jobs:
         r = job.result or {}
         took = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0
         p = job.params
-        table.add_row(job.id[:12], f"K={p['portfolio_size']} {p['objective']} "
-                      f"max {p['max_weight']:.0%}", job.state.value, str(r.get("holdings", "")),
+        table.add_row(job.id[:8], str(p["portfolio_size"]), p["objective"], job.state.value,
                       f"{r.get('expected_return', 0):.1%}", f"{r.get('volatility', 0):.1%}",
                       f"{r.get('sharpe', 0):.2f}", f"{r.get('largest_weight', 0):.1%}",
-                      f"{took:.2f}", str(orch.share.locate(job.id) or ""))
+                      f"{took:.1f}")
     return table

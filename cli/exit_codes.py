@@ -28,7 +28,7 @@ class Exit(IntEnum):
 
 
 MEANING = {
-    Exit.OK: "success (for --wait / --follow: the job completed)",
+    Exit.OK: "success (with --wait: every job completed)",
     Exit.ERROR: "unexpected error",
     Exit.USAGE: "bad command-line usage",
     Exit.CONFIG: "a PIPELINE_* setting has a bad value",

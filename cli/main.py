@@ -79,18 +79,20 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, as_json: bool,
     params = {k: v for k, v in options.items() if v is not None}
     orch = orchestrator()
     job_ids, batch_ids = _submit(orch, files, params, batch)
-    if as_json:
-        render.emit_json({"jobs": job_ids, "batches": batch_ids})
-    else:
+    if not as_json:
         for job_id in job_ids:
             click.echo(f"submitted job {job_id}")
         for batch_id in batch_ids:
             click.echo(f"submitted batch {batch_id}")
+    members = job_ids + [j.id for b in batch_ids for j in store.list_jobs(batch_id=b,
+                                                                          limit=100_000)]
+    ended = _wait(members, quiet=as_json) if wait else []
+    if as_json:
+        render.emit_json({"jobs": job_ids, "batches": batch_ids,
+                          "states": {j.id: j.state.value for j in ended} if wait else None})
     if wait:
-        ended = _wait(job_ids + [j.id for b in batch_ids for j in
-                                 store.list_jobs(batch_id=b, limit=100_000)], quiet=as_json)
-        raise SystemExit(Exit.OK if all(j.state is JobState.COMPLETED for j in ended)
-                         else Exit.JOB_FAILED)
+        completed = all(j.state is JobState.COMPLETED for j in ended)
+        raise SystemExit(Exit.OK if completed else Exit.JOB_FAILED)
 
 
 def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from orchestrator.pipeline import Orchestrator
 
@@ -26,9 +27,11 @@ def worker_command(concurrency: int, name: str = "pipeline", queues: str = QUEUE
                           "--loglevel", loglevel, "--without-gossip", "--without-mingle")
 
 
-def start(command: Sequence[str]) -> subprocess.Popen[bytes]:
-    # Own process group: Ctrl-C reaches us once and we stop the children in order.
-    return subprocess.Popen(list(command), start_new_session=True)
+def start(command: Sequence[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A child in its own session (Ctrl-C reaches us once; we stop the children in order)."""
+    output = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(list(command), start_new_session=True, stdout=output,
+                            stderr=subprocess.STDOUT if output else None)
 
 
 def stop(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,8 @@ from rich.table import Table
 
 from orchestrator.store.jobs import Job, JobEvent
 
-console = Console()
+# Piped output (logs, CI) gets a wide fixed width instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
                "processing": "cyan", "queued": "blue", "archived": "dim"}
 

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        return self.broker_url or "atomicfs://"
+        return self.broker_url or "atomicfs://localhost"
 
     @property
     def results(self) -> str:
