@@ -107,7 +107,7 @@ def drop_database(name: str) -> None:
 def run_setup(count: int) -> dict:
     """In the child: start a worker, submit ``count`` sample jobs, wait for all to end."""
     from cli.demo import sample_csv
-    from cli.processes import start, stop, worker_command
+    from cli.processes import stop, worker_command
     from orchestrator.pipeline import Orchestrator
     from orchestrator.store import jobs as store
     from orchestrator.store.db import migrate
