@@ -12,7 +12,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from orchestrator import results, transport
-from orchestrator.settings import Settings, get_settings
+from orchestrator.settings import STEPS, Settings, get_settings
 
 QUEUE_NAMES = ("validate", "optimize", "archive", "maintenance")
 ROUTES = {
@@ -42,7 +42,8 @@ def _connections(s: Settings) -> dict[str, Any]:
         results.register()
     elif s.broker.startswith(("redis://", "rediss://")):
         # A task running longer than the visibility timeout is delivered twice (celery 5935).
-        conf["broker_transport_options"] = {"visibility_timeout": 2 * s.step_time_limit + 60}
+        timeout = s.visibility_timeout or 2 * s.longest_time_limit + 60
+        conf["broker_transport_options"] = {"visibility_timeout": timeout}
     return conf
 
 
@@ -53,8 +54,13 @@ def _delivery(s: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": s.prefetch_multiplier,
         "worker_concurrency": s.worker_concurrency,
-        "task_soft_time_limit": s.step_soft_time_limit,
-        "task_time_limit": s.step_time_limit,
+        "task_annotations": {
+            f"pipeline.{step}": dict(zip(("soft_time_limit", "time_limit"), s.time_limits(step),
+                                         strict=True))
+            for step in STEPS
+        },
+        "worker_max_tasks_per_child": s.worker_max_tasks_per_child,
+        "worker_max_memory_per_child": s.worker_max_memory_per_child,
         # The status store records every job; results are kept only where a chord reads them.
         "task_ignore_result": True,
         "result_expires": s.result_expires_seconds,
@@ -79,7 +85,8 @@ def _serialization() -> dict[str, Any]:
 def _beat(s: Settings) -> dict[str, Any]:
     return {
         "beat_schedule": {
-            "recover-stuck-jobs": {"task": "pipeline.recover_stuck", "schedule": 60.0},
+            "recover-stuck-jobs": {"task": "pipeline.recover_stuck",
+                                   "schedule": float(s.recovery_interval)},
         },
         "beat_schedule_filename": str(s.var_dir / "celerybeat-schedule"),
     }

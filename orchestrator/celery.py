@@ -30,8 +30,16 @@ app.set_current()
 
 
 @signals.worker_init.connect
-@signals.beat_init.connect
 def _schema_current(**_: object) -> None:
     from orchestrator.store.db import migrate
 
     migrate()
+
+
+@signals.beat_init.connect
+def _one_beat(**_: object) -> None:
+    from orchestrator.beat_lock import hold_schedule_lock
+    from orchestrator.store.db import migrate
+
+    migrate()
+    hold_schedule_lock(get_settings())

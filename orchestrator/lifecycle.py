@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from orchestrator.errors import IllegalTransition, PipelineError
 from orchestrator.paths import Share, write_json
 from orchestrator.store import jobs as store
 from orchestrator.store.states import STEPS, JobState
+from orchestrator.store.tables import jobs
 
 log = logging.getLogger(__name__)
 S = JobState
@@ -28,35 +31,48 @@ class Begun:
     redelivered: bool
 
 
-def begin_step(job_id: str, step: str) -> Begun | None:
-    """Mark ``step`` started. None when the job is over (cancelled, failed): skip the step.
+def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Begun | None:
+    """Mark ``step`` started by ``task_id``; None when this delivery must not run it.
 
-    Accepts, in order: a queued job (first step of a run, or of a retry); the previous step
-    just finished; the same step again (a redelivery after a crash), counted as a new attempt.
+    Accepted, in order: a queued job (first step of a run, a retry, a recovery); the previous
+    step just finished; the same step again, only if it is this very message coming back (the
+    broker redelivered it: its worker died) or the step's lease ran out (abandoned). A second
+    copy of a step whose holder is alive is refused, so no two copies of a step run at once.
     """
-    previous = STEPS[STEPS.index(step) - 1] if STEPS.index(step) else None
-    ways = [({S.QUEUED}, None, True, None)]
-    if previous:
-        ways.append(({S.PROCESSING}, previous, False, None))
-    ways.append(({S.PROCESSING}, step, True, "redelivered: the step runs again"))
-    for sources, from_step, new_attempt, detail in ways:
+    at = store.now()
+    lease = {"task_id": task_id, "lease_until": at + timedelta(seconds=lease_seconds),
+             "progress": STEP_START[step]}
+    index = STEPS.index(step)
+    ways: list[tuple[set[JobState], str | None, bool, str | None, Any]] = [
+        ({S.QUEUED}, None, True, None, None)]
+    if index:
+        ways.append(({S.PROCESSING}, STEPS[index - 1], False, None, None))
+    ways.append(({S.PROCESSING}, step, True, "redelivered: the step runs again",
+                 (jobs.c.task_id == task_id) | (jobs.c.lease_until < at)))
+    for sources, from_step, new_attempt, detail, where in ways:
         try:
             job = store.transition(job_id, S.PROCESSING, sources=sources, step=step,
                                    from_step=from_step, new_attempt=new_attempt, detail=detail,
-                                   progress=STEP_START[step])
+                                   where=where, **lease)
         except IllegalTransition:
             continue
         return Begun(job, redelivered=detail is not None)
-    log.info("job %s: step %s skipped, job is %s", job_id, step, store.get_job(job_id).state)
+    log.info("job %s: step %s not run by %s; job is %s", job_id, step, task_id,
+             store.get_job(job_id).state)
     return None
 
 
-def report_progress(job_id: str, step: str, fraction: float) -> None:
-    store.set_progress(job_id, STEP_START[step] + STEP_SPAN[step] * min(max(fraction, 0), 1))
+def report_progress(job_id: str, step: str, fraction: float, lease_seconds: float) -> None:
+    """Progress of the running step, which also renews its lease."""
+    percent = STEP_START[step] + STEP_SPAN[step] * min(max(fraction, 0), 1)
+    store.set_progress(job_id, percent, store.now() + timedelta(seconds=lease_seconds))
 
 
 def complete(share: Share, job_id: str, result: dict[str, object]) -> bool:
     """Move the folder to completed/ and finish the job; False if it had already ended."""
+    if not _is(job_id, {S.PROCESSING}, step="archive"):
+        log.warning("job %s not completed: it is no longer at its archive step", job_id)
+        return False
     share.move_job(job_id, "completed")
     try:
         store.transition(job_id, S.COMPLETED, sources={S.PROCESSING}, step="archive",
@@ -70,19 +86,28 @@ def complete(share: Share, job_id: str, result: dict[str, object]) -> bool:
 def fail(share: Share, job_id: str, step: str | None, error: PipelineError | BaseException,
          ) -> bool:
     """Write error.json, move the folder to failed/, mark the job failed (once)."""
+    active = {S.PENDING, S.QUEUED, S.PROCESSING}
+    if not _is(job_id, active):
+        log.warning("job %s: failure in %s not recorded, the job has ended", job_id, step)
+        return False
     payload = _error_payload(step, error)
     folder = share.locate(job_id)
     if folder is not None:
         write_json(folder / "error.json", payload)
         share.move_job(job_id, "failed")
     try:
-        store.transition(job_id, S.FAILED, sources={S.PENDING, S.QUEUED, S.PROCESSING},
-                         step=step, detail=f"{payload['type']}: {payload['message']}",
-                         error=payload)
+        store.transition(job_id, S.FAILED, sources=active, step=step,
+                         detail=f"{payload['type']}: {payload['message']}", error=payload)
     except IllegalTransition as refused:
         log.warning("job %s: failure not recorded: %s", job_id, refused)
         return False
     return True
+
+
+def _is(job_id: str, states: set[JobState], step: str | None = None) -> bool:
+    """Files move only for a job in the expected state (the CAS after the move re-checks)."""
+    job = store.get_job(job_id)
+    return job.state in states and (step is None or job.step == step)
 
 
 def _error_payload(step: str | None, error: BaseException) -> dict[str, object]:

@@ -10,6 +10,7 @@ import fnmatch
 import json
 import os
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,14 @@ class Share:
         target_dir = self.job_dir(job_id) / "input"
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / source.name
-        os.rename(source, target)
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            # Lost the race: leave no empty job folder behind.
+            for folder in (target_dir, target_dir.parent):
+                with suppress(OSError):
+                    folder.rmdir()
+            raise
         return target
 
     def move_job(self, job_id: str, folder: str) -> Path:

@@ -6,16 +6,19 @@ embedded setup: broker, result backend and status database as local files under 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.errors import ConfigError
 
 Objective = Literal["min_volatility", "max_sharpe"]
+#: The pipeline's steps, in order (kept here so settings need no other module).
+STEPS: tuple[str, ...] = ("validate", "optimize", "archive")
 
 
 class Settings(BaseSettings):
@@ -44,15 +47,46 @@ class Settings(BaseSettings):
     max_missing_fraction: float = Field(0.10, ge=0, le=1, description="sparser tickers dropped")
     max_input_bytes: int = Field(200_000_000, gt=0)
 
-    step_soft_time_limit: int = Field(300, gt=0)
-    step_time_limit: int = Field(360, gt=0)
-    max_retries: int = Field(3, ge=0, le=20)
+    validate_soft_time_limit: int = Field(120, gt=0)
+    validate_time_limit: int = Field(150, gt=0)
+    optimize_soft_time_limit: int = Field(300, gt=0)
+    optimize_time_limit: int = Field(360, gt=0)
+    archive_soft_time_limit: int = Field(120, gt=0)
+    archive_time_limit: int = Field(150, gt=0)
+    lease_grace_seconds: int = Field(30, ge=1, description="added to a step's hard limit")
+    visibility_timeout: int | None = Field(None, gt=0, description="Redis; default 2×limit+60")
+    max_retries: int = Field(3, ge=0, le=20, description="transient step errors")
+    outage_retries: int = Field(30, ge=0, le=1000, description="database or broker away")
+    requeue_lost_after: int = Field(120, gt=0, description="embedded: queued, message gone")
+    recovery_interval: int = Field(60, gt=0, description="seconds between stuck-job checks")
+    worker_max_tasks_per_child: int = Field(1000, ge=1)
+    worker_max_memory_per_child: int = Field(1_000_000, ge=10_000, description="KiB")
     result_expires_seconds: int = Field(86_400, gt=0)
 
     @field_validator("share_dir", "var_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> Settings:
+        for step in STEPS:
+            soft, hard = self.time_limits(step)
+            if soft >= hard:
+                raise ValueError(f"PIPELINE_{step.upper()}_SOFT_TIME_LIMIT ({soft}) must be "
+                                 f"below PIPELINE_{step.upper()}_TIME_LIMIT ({hard})")
+        return self
+
+    def time_limits(self, step: str) -> tuple[int, int]:
+        """(soft, hard) seconds for a step."""
+        return getattr(self, f"{step}_soft_time_limit"), getattr(self, f"{step}_time_limit")
+
+    @property
+    def longest_time_limit(self) -> int:
+        return max(self.time_limits(step)[1] for step in STEPS)
+
+    def lease_seconds(self, step: str) -> int:
+        return self.time_limits(step)[1] + self.lease_grace_seconds
 
     @property
     def broker(self) -> str:
@@ -75,15 +109,18 @@ class Settings(BaseSettings):
         return self.var_dir / "broker"
 
     def public_dict(self) -> dict[str, object]:
-        """Settings as shown to people: passwords in URLs masked."""
-        from sqlalchemy.engine import make_url
+        """Settings as shown to people: the password of every URL masked."""
+        return {key: mask_passwords(str(value)) if isinstance(value, str | Path) else value
+                for key, value in self.model_dump().items()}
 
-        out: dict[str, object] = {}
-        for key, value in self.model_dump().items():
-            if key.endswith("_url") and value and "@" in str(value):
-                value = make_url(str(value)).render_as_string(hide_password=True)
-            out[key] = str(value) if isinstance(value, Path) else value
-        return out
+
+def mask_passwords(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``, for each URL in ``text``
+    (kombu accepts several, separated by ``;``)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+_USERINFO = re.compile(r"(://[^/@;:\s]*:)[^@;\s]*@")
 
 
 def explain(error: ValidationError) -> str:

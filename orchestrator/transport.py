@@ -10,20 +10,25 @@ rename inside the broker folder instead. Registered as the ``atomicfs://`` schem
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
-from time import monotonic
+from time import monotonic_ns
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
 SCHEME = "atomicfs"
+_sequence = itertools.count()
+_states: dict[str, virtual.BrokerState] = {}
 
 
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
-        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
+        # Sorted names are the delivery order: time, then publisher and its own sequence.
+        name = (f"{monotonic_ns():020d}_{os.getpid():07d}_{next(_sequence):010d}_"
+                f"{uuid.uuid4().hex[:8]}.{queue}.msg")
         final = os.path.join(self.data_folder_out, name)
         partial = os.path.join(self.data_folder_out, f".{name}.part")
         with open(partial, "wb") as handle:
@@ -50,8 +55,14 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
-    global_state = virtual.BrokerState()
     driver_type = driver_name = SCHEME
+
+    def __init__(self, client: object, **kwargs: object) -> None:
+        super().__init__(client, **kwargs)
+        # One broker state per control folder: kombu keeps one per class, so a second broker
+        # folder in the same process would skip writing its exchange bindings.
+        folder = str(self.client.transport_options.get("control_folder", "control"))
+        self.state = _states.setdefault(os.path.abspath(folder), virtual.BrokerState())
 
 
 def transport_options(folder: str, polling_interval: float) -> dict[str, object]:

@@ -84,7 +84,7 @@ def migrate(url: str | None = None) -> None:
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with _migration_lock(engine) as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 @contextmanager

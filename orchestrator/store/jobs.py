@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, select, update
 
 from orchestrator.errors import IllegalTransition, JobNotFound
 from orchestrator.store.db import transaction
@@ -53,12 +53,14 @@ class Job:
     batch_id: str | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    task_id: str | None = None
+    lease_until: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
         data = dict(row._mapping)
         data["state"] = JobState(data["state"])
-        for key in ("created_at", "updated_at", "started_at", "finished_at"):
+        for key in ("created_at", "updated_at", "started_at", "finished_at", "lease_until"):
             data[key] = _utc(data[key])
         return cls(**data)
 
@@ -133,51 +135,58 @@ def _insert_job(conn: Connection, job: NewJob, queued: bool, at: datetime) -> No
 def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | None = None,
                step: str | None = None, from_step: str | None = None,
                detail: str | None = None, new_attempt: bool = False,
-               url: str | None = None, **values: Any) -> Job:
+               where: ColumnElement[bool] | None = None, url: str | None = None,
+               **values: Any) -> Job:
     """Move a job to ``target`` if it is in one of ``sources`` (default: every legal one).
 
-    ``from_step`` narrows the match to a job at that step. ``values`` are extra columns
-    (progress, result, error). Raises IllegalTransition, writing nothing, when the job is not
-    in an expected state by the time the UPDATE runs.
+    ``from_step`` narrows the match to a job at that step, ``where`` by any extra condition.
+    ``values`` are extra columns (progress, result, error, lease). Raises IllegalTransition,
+    writing nothing, when the job is not in an expected state by the time the UPDATE runs.
     """
     allowed = frozenset(sources) if sources is not None else sources_of(target)
     bad = [s for s in allowed if not is_legal(s, target)]
     if bad:
         raise IllegalTransition(f"{bad[0]} -> {target} is not a legal transition")
     at = now()
+    condition = (jobs.c.id == job_id) & jobs.c.state.in_([s.value for s in allowed])
+    if from_step is not None:
+        condition &= jobs.c.step == from_step
+    if where is not None:
+        condition &= where
+    changes = _changes(target, step, new_attempt, at, values)
     with transaction(url) as conn:
-        previous, job = _claim(conn, job_id, target, allowed, step, from_step, new_attempt, at,
-                               values)
+        row = conn.execute(update(jobs).where(condition).values(**changes)
+                           .returning(*jobs.c)).first()
+        if row is None:
+            _refuse(conn, job_id, target, allowed, from_step)
+        job = Job.from_row(row)
+        previous = _previous_state(conn, job_id, allowed)
         _event(conn, job_id, previous, target, step=step, attempt=job.attempts, detail=detail,
                at=at)
     return job
 
 
-def _claim(conn: Connection, job_id: str, target: JobState, allowed: frozenset[JobState],
-           step: str | None, from_step: str | None, new_attempt: bool, at: datetime,
-           values: dict[str, Any]) -> tuple[JobState, Job]:
-    condition = (jobs.c.id == job_id) & jobs.c.state.in_([s.value for s in allowed])
-    if from_step is not None:
-        condition &= jobs.c.step == from_step
+def _changes(target: JobState, step: str | None, new_attempt: bool, at: datetime,
+             values: dict[str, Any]) -> dict[str, Any]:
     changes: dict[str, Any] = {"state": target.value, "step": step, "updated_at": at, **values}
     if new_attempt:
         changes["attempts"] = jobs.c.attempts + 1
     if target is JobState.PROCESSING:
         changes.setdefault("started_at", func.coalesce(jobs.c.started_at, at))
+    else:
+        changes.setdefault("lease_until", None)
     if target in FINAL:
         changes.setdefault("finished_at", at)
-    row = conn.execute(update(jobs).where(condition).values(**changes)
-                       .returning(*jobs.c)).first()
-    if row is None:
-        _refuse(conn, job_id, target, allowed, from_step)
-    job = Job.from_row(row)
+    return changes
+
+
+def _previous_state(conn: Connection, job_id: str, allowed: frozenset[JobState]) -> JobState:
     if len(allowed) == 1:
-        (previous,) = allowed
-    else:  # the UPDATE cannot return the old value; the history's last entry holds it
-        previous = JobState(conn.execute(
-            select(job_events.c.to_state).where(job_events.c.job_id == job_id)
-            .order_by(job_events.c.id.desc()).limit(1)).scalar_one())
-    return previous, job
+        return next(iter(allowed))
+    # The UPDATE cannot return the old value; the history's last entry holds it.
+    return JobState(conn.execute(
+        select(job_events.c.to_state).where(job_events.c.job_id == job_id)
+        .order_by(job_events.c.id.desc()).limit(1)).scalar_one())
 
 
 def _refuse(conn: Connection, job_id: str, target: JobState, allowed: frozenset[JobState],
@@ -191,12 +200,16 @@ def _refuse(conn: Connection, job_id: str, target: JobState, allowed: frozenset[
         + f"; cannot go to {target} (expected {expected})")
 
 
-def set_progress(job_id: str, percent: float, url: str | None = None) -> None:
-    """Record progress of the running step; no event (progress is not a transition)."""
+def set_progress(job_id: str, percent: float, lease_until: datetime | None = None,
+                 url: str | None = None) -> None:
+    """Record progress of the running step (renewing its lease); no event: not a transition."""
+    values: dict[str, Any] = {"progress": round(percent, 1), "updated_at": now()}
+    if lease_until is not None:
+        values["lease_until"] = lease_until
     with transaction(url) as conn:
         conn.execute(update(jobs).where((jobs.c.id == job_id)
                                         & (jobs.c.state == JobState.PROCESSING.value))
-                     .values(progress=round(percent, 1), updated_at=now()))
+                     .values(**values))
 
 
 def get_job(job_id: str, url: str | None = None) -> Job:
@@ -210,7 +223,8 @@ def get_job(job_id: str, url: str | None = None) -> Job:
 def find_job(prefix: str, url: str | None = None) -> Job:
     """A job by its id or an unambiguous prefix of it (people type short ids)."""
     with transaction(url) as conn:
-        rows = conn.execute(select(jobs).where(jobs.c.id.startswith(prefix)).limit(2)).all()
+        matching = jobs.c.id.startswith(prefix, autoescape=True)
+        rows = conn.execute(select(jobs).where(matching).limit(2)).all()
     if not rows:
         raise JobNotFound(f"no job {prefix}")
     if len(rows) > 1:
@@ -223,8 +237,9 @@ def list_jobs(state: JobState | None = None, since: datetime | None = None,
     query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
     if state is not None:
         query = query.where(jobs.c.state == state.value)
-    if since is not None:
-        query = query.where(jobs.c.created_at >= since)
+    if since is not None:  # stored as UTC; SQLite compares the text
+        aware = since if since.tzinfo else since.replace(tzinfo=UTC)
+        query = query.where(jobs.c.created_at >= aware.astimezone(UTC))
     if batch_id is not None:
         query = query.where(jobs.c.batch_id == batch_id)
     with transaction(url) as conn:

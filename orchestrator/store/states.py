@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from orchestrator.settings import STEPS
+
+__all__ = ["ACTIVE", "FINAL", "LEGAL", "STEPS", "JobState", "is_legal", "sources_of"]
+
 
 class JobState(StrEnum):
     PENDING = "pending"
@@ -21,7 +25,7 @@ S = JobState
 LEGAL: dict[JobState | None, frozenset[JobState]] = {
     None: frozenset({S.PENDING}),
     S.PENDING: frozenset({S.QUEUED, S.FAILED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.PROCESSING, S.FAILED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.QUEUED, S.PROCESSING, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.PROCESSING, S.QUEUED, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset({S.ARCHIVED}),
     S.FAILED: frozenset({S.QUEUED, S.ARCHIVED}),
@@ -32,8 +36,7 @@ LEGAL: dict[JobState | None, frozenset[JobState]] = {
 FINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.ARCHIVED})
 ACTIVE = frozenset({S.PENDING, S.QUEUED, S.PROCESSING})
 
-#: The pipeline's steps, in order.
-STEPS: tuple[str, ...] = ("validate", "optimize", "archive")
+
 
 
 def is_legal(source: JobState | None, target: JobState) -> bool:

@@ -49,7 +49,10 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("result", JSON),
     Column("error", JSON),
+    Column("task_id", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
     Index("ix_jobs_state_updated", "state", "updated_at"),
+    Index("ix_jobs_state_lease", "state", "lease_until"),
 )
 
 job_events = Table(
