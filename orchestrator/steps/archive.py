@@ -1,15 +1,21 @@
-"""The archive step's files: weights.csv and report.json, each written atomically."""
+"""The archive step's files: weights.csv, report.json and report.html, each written atomically."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import DataError
-from orchestrator.paths import write_atomic, write_json
+from orchestrator.paths import write_atomic
+from orchestrator.steps import report_html
+
+PORTFOLIO_KEYS = ("objective", "expected_return", "volatility", "sharpe", "holdings",
+                  "largest_weight", "effective_holdings", "max_drawdown", "weights",
+                  "risk_contributions", "method", "solver_status", "selection")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -29,14 +35,48 @@ def weights_csv(weights: dict[str, float]) -> str:
     return out.getvalue()
 
 
-def write_outputs(job_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
-    """Write weights.csv and report.json from the earlier steps' files; return a summary."""
+def build_report(header: dict[str, Any], portfolio: dict[str, Any], quality: dict[str, Any],
+                 ) -> dict[str, Any]:
+    """report.json: parameters, estimates, figures, quality, timings (no daily series)."""
+    series = portfolio.get("in_sample", {})
+    mine, equal = series.get("portfolio") or [1.0], series.get("equal_weight") or [1.0]
+    timings = dict(header.get("timings") or {})
+    timings["optimize_stages"] = portfolio.get("timings", {})
+    return {
+        **{k: v for k, v in header.items() if k != "timings"},
+        "estimates": portfolio.get("estimates", {}),
+        "portfolio": {k: portfolio[k] for k in PORTFOLIO_KEYS if k in portfolio},
+        "in_sample": {"portfolio_total_return": mine[-1] - 1.0,
+                      "equal_weight_total_return": equal[-1] - 1.0,
+                      "equal_weight_max_drawdown": series.get("equal_weight_max_drawdown")},
+        "quality": quality,
+        "timings": timings,
+    }
+
+
+def write_outputs(job_dir: Path, header: dict[str, Any],
+                  progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Write weights.csv, report.json and report.html from the earlier steps' files;
+    ``progress`` hears the fraction of their bytes written after each file."""
     portfolio = read_json(job_dir / "portfolio.json")
     quality = read_json(job_dir / "quality.json")
-    write_atomic(job_dir / "weights.csv", weights_csv(portfolio["weights"]))
-    report = {**header, "portfolio": portfolio, "quality": quality}
-    write_json(job_dir / "report.json", report)
+    report = build_report(header, portfolio, quality)
+    files = {"weights.csv": weights_csv(portfolio["weights"]).encode(),
+             "report.json": json_text(report).encode()}
+    if portfolio.get("in_sample", {}).get("dates"):
+        files["report.html"] = report_html.render(report, portfolio["in_sample"]).encode()
+    total, written = sum(len(data) for data in files.values()), 0
+    for name, data in files.items():
+        write_atomic(job_dir / name, data)
+        written += len(data)
+        if progress is not None:
+            progress(written / total)
     return summary(portfolio)
+
+
+def json_text(payload: Any) -> str:
+    """As orchestrator.paths.write_json writes it."""
+    return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def summary(portfolio: dict[str, Any]) -> dict[str, Any]:
@@ -47,4 +87,6 @@ def summary(portfolio: dict[str, Any]) -> dict[str, Any]:
         "volatility": portfolio["volatility"],
         "sharpe": portfolio["sharpe"],
         "largest_weight": max(weights.values()),
+        "effective_holdings": portfolio.get("effective_holdings"),
+        "max_drawdown": portfolio.get("max_drawdown"),
     }

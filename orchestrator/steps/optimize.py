@@ -1,49 +1,43 @@
-"""Long-only portfolio of exactly K holdings from a clean wide price table.
+"""The optimize step: a long-only portfolio of exactly K holdings from a clean price table.
 
-Estimates: simple daily returns; Ledoit–Wolf shrunk covariance and mean historical
-returns, both annualized with 252 trading days. Selection heuristic: solve the objective
-over the whole universe with bounds (0, max_weight), keep the K tickers with the largest
-weights (ties and zero weights broken by the objective's per-asset ranking), then re-solve
-on those K with bounds (min_weight, max_weight) so that all K are held.
+Estimates (orchestrator/optimizer/estimates.py), the convex solves (optimizer/qp.py,
+optimizer/riskparity.py) and the exact-K selection (optimizer/cardinality.py) are imported
+here once, when a worker first loads the step; nothing is imported per task.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from time import perf_counter
+from typing import Any
 
-import cvxpy as cp
 import numpy as np
 import pandas as pd
-from pypfopt import exceptions as pypfopt_exceptions
-from pypfopt.efficient_frontier import EfficientFrontier
-from sklearn.covariance import ledoit_wolf
+from threadpoolctl import ThreadpoolController
 
 from orchestrator.errors import ParameterError, SolverError
+from orchestrator.optimizer import cardinality, figures, qp, riskparity
+from orchestrator.optimizer.estimates import Estimates, estimate
+from orchestrator.optimizer.request import (
+    MAX_SIZE,
+    MIN_SIZE,
+    OBJECTIVES,
+    TRADING_DAYS,
+    PortfolioRequest,
+    check_request,
+)
 
-OBJECTIVES = ("min_volatility", "max_sharpe")
-TRADING_DAYS = 252
-MIN_SIZE, MAX_SIZE = 10, 100
-WEIGHT_TOL = 1e-6  # full-solve weights at or below this count as zero when selecting
-OFF_BOUNDS_TOL = 1e-5  # solver answers further than this from the constraints are refused
-SOLVER = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else None
+__all__ = ["MAX_SIZE", "MIN_SIZE", "OBJECTIVES", "TRADING_DAYS", "Portfolio", "PortfolioRequest",
+           "check_request", "optimize"]
 
-
-@dataclass(frozen=True)
-class PortfolioRequest:
-    """What the caller asks for: K holdings, an objective and per-holding bounds."""
-
-    portfolio_size: int
-    objective: str = "min_volatility"
-    max_weight: float = 0.25
-    min_weight: float = 0.01
-    risk_free_rate: float = 0.02
+OFF_BOUNDS_TOL = 1e-6  # solver answers further than this from the constraints are refused
 
 
 @dataclass(frozen=True)
 class Portfolio:
-    """The answer: weights of exactly K tickers, summing to 1, and their annualized figures."""
+    """The answer: weights of exactly K tickers, summing to 1, and what to read off them."""
 
     weights: dict[str, float]
     expected_return: float
@@ -51,280 +45,191 @@ class Portfolio:
     sharpe: float
     method: str
     solver_status: str
+    objective: str = "min_volatility"
+    effective_holdings: float = 0.0
+    max_drawdown: float = 0.0
+    risk_contributions: dict[str, float] = field(default_factory=dict)
+    estimates: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    in_sample: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-serializable form, weights sorted from largest to smallest."""
-        ordered = sorted(self.weights.items(), key=lambda item: (-item[1], item[0]))
+    def figures(self) -> dict[str, Any]:
+        """The key figures, JSON-serializable."""
+        weights = list(self.weights.values())
         return {
-            "weights": {ticker: float(weight) for ticker, weight in ordered},
+            "objective": self.objective,
             "expected_return": float(self.expected_return),
             "volatility": float(self.volatility),
             "sharpe": float(self.sharpe),
+            "holdings": len(weights),
+            "largest_weight": float(max(weights)),
+            "effective_holdings": float(self.effective_holdings),
+            "max_drawdown": float(self.max_drawdown),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form, weights sorted from largest to smallest."""
+        ordered = sorted(self.weights.items(), key=lambda item: (-item[1], item[0]))
+        return {
+            **self.figures(),
+            "weights": {ticker: float(weight) for ticker, weight in ordered},
+            "risk_contributions": {t: float(self.risk_contributions[t]) for t, _ in ordered},
             "method": self.method,
             "solver_status": self.solver_status,
+            "estimates": self.estimates,
+            "selection": self.selection,
+            "timings": self.timings,
+            "in_sample": self.in_sample,
         }
 
 
-@dataclass(frozen=True)
-class _Estimates:
-    tickers: list[str]
-    mu: np.ndarray
-    cov: np.ndarray
-
-
-# --------------------------------------------------------------------------- request checks
-
-
-def _ceil_to(value: float, places: int = 4) -> float:
-    scale = 10**places
-    return math.ceil(round(value * scale, 6)) / scale
-
-
-def _floor_to(value: float, places: int = 4) -> float:
-    scale = 10**places
-    return math.floor(round(value * scale, 6)) / scale
-
-
-def _check_size_and_objective(request: PortfolioRequest) -> None:
-    size = request.portfolio_size
-    if isinstance(size, bool) or not isinstance(size, int | np.integer):
-        raise ParameterError(f"portfolio_size must be an integer between {MIN_SIZE} and "
-                             f"{MAX_SIZE}, got {size!r}")
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ParameterError(f"portfolio_size {size} is outside {MIN_SIZE}..{MAX_SIZE}: "
-                             f"choose a size between {MIN_SIZE} and {MAX_SIZE}")
-    if request.objective not in OBJECTIVES:
-        raise ParameterError(f"unknown objective {request.objective!r}: "
-                             f"choose one of {', '.join(OBJECTIVES)}")
-
-
-def _check_numbers(request: PortfolioRequest) -> None:
-    for name in ("max_weight", "min_weight", "risk_free_rate"):
-        value = getattr(request, name)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise ParameterError(f"{name} must be a finite number, got {value!r}")
-    if request.min_weight <= 0:
-        raise ParameterError(f"min_weight {request.min_weight:g} must be > 0 so that all "
-                             f"portfolio_size tickers are held: use e.g. 0.01")
-
-
-def _check_bounds_order(request: PortfolioRequest) -> None:
-    if request.min_weight > request.max_weight:
-        raise ParameterError(f"min_weight {request.min_weight:g} > max_weight "
-                             f"{request.max_weight:g}: lower min_weight to at most "
-                             f"{request.max_weight:g}")
-
-
-def _check_max_weight(request: PortfolioRequest) -> None:
-    size, high = request.portfolio_size, request.max_weight
-    if high * size >= 1:
-        return
-    fix = f"raise max_weight to at least {_ceil_to(1 / size):g}"
-    if high > 0 and math.ceil(round(1 / high, 9)) <= MAX_SIZE:
-        fix += f" or portfolio_size to at least {math.ceil(round(1 / high, 9))}"
-    raise ParameterError(f"max_weight {high:g} × portfolio_size {size} = {high * size:g} < 1: "
-                         f"{fix}")
-
-
-def _check_min_weight(request: PortfolioRequest) -> None:
-    size, low = request.portfolio_size, request.min_weight
-    if low * size <= 1:
-        return
-    fix = f"lower min_weight to at most {_floor_to(1 / size):g}"
-    if math.floor(round(1 / low, 9)) >= MIN_SIZE:
-        fix += f" or portfolio_size to at most {math.floor(round(1 / low, 9))}"
-    raise ParameterError(f"min_weight {low:g} × portfolio_size {size} = {low * size:g} > 1: "
-                         f"{fix}")
-
-
-def _check_universe(request: PortfolioRequest, n_tickers: int) -> None:
-    size = request.portfolio_size
-    if n_tickers >= size:
-        return
-    fix = f"supply at least {size} tickers"
-    if n_tickers >= MIN_SIZE:
-        fix += f" or lower portfolio_size to at most {n_tickers}"
-    raise ParameterError(f"only {n_tickers} usable tickers for portfolio_size {size}: {fix}")
-
-
-def check_request(request: PortfolioRequest, n_tickers: int) -> None:
-    """Raise ParameterError, saying what would be feasible, if the request cannot be met."""
-    _check_size_and_objective(request)
-    _check_numbers(request)
-    _check_max_weight(request)
-    _check_bounds_order(request)
-    _check_min_weight(request)
-    _check_universe(request, n_tickers)
-
-
-# --------------------------------------------------------------------------- estimates
-
-
-def _daily_returns(prices: pd.DataFrame) -> np.ndarray:
-    if not isinstance(prices, pd.DataFrame) or prices.shape[0] < 3:
-        raise ParameterError("prices must be a table with at least 3 rows (dates)")
-    if not prices.columns.is_unique:
-        raise ParameterError("prices has duplicate ticker columns")
-    values = prices.to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values).all(axis=0) | ~(values > 0).all(axis=0)
-    if bad.any():
-        raise ParameterError(f"prices must be finite and positive; not so for "
-                             f"{_names(prices.columns[bad])}")
-    returns = values[1:] / values[:-1] - 1.0
-    flat = returns.std(axis=0) == 0
-    if flat.any():
-        raise ParameterError(f"constant prices (zero variance) for {_names(prices.columns[flat])}:"
-                             f" drop these tickers")
-    return returns
-
-
-def _names(columns: pd.Index, limit: int = 10) -> str:
-    names = [str(c) for c in columns]
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def _estimate(prices: pd.DataFrame) -> _Estimates:
-    returns = _daily_returns(prices)
-    cov, _shrinkage = ledoit_wolf(returns)
-    mu = returns.mean(axis=0) * TRADING_DAYS
-    cov = np.asarray(cov) * TRADING_DAYS
-    if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
-        raise SolverError("status estimation_failed: non-finite expected returns or covariance")
-    return _Estimates([str(c) for c in prices.columns], mu, cov)
-
-
-# --------------------------------------------------------------------------- solving
-
-
-def _solve(est: _Estimates, request: PortfolioRequest, bounds: tuple[float, float]) \
-        -> tuple[np.ndarray, str]:
-    """Solve the objective on these estimates; return raw weights and the solver status."""
-    ef = EfficientFrontier(est.mu, est.cov, weight_bounds=bounds, solver=SOLVER)
-    try:
-        if request.objective == "max_sharpe":
-            ef.max_sharpe(risk_free_rate=request.risk_free_rate)
-        else:
-            ef.min_volatility()
-    except (pypfopt_exceptions.OptimizationError, cp.error.SolverError, ValueError,
-            TypeError, ArithmeticError) as exc:
-        status = ef._opt.status if ef._opt is not None else "solver_failed"
-        raise SolverError(f"status {status}: {request.objective} on {len(est.tickers)} "
-                          f"tickers failed ({exc})") from exc
-    status = str(ef._opt.status)
-    weights = np.asarray(ef.weights, dtype=np.float64)
-    if status != "optimal" or not np.isfinite(weights).all():
-        raise SolverError(f"status {status}: {request.objective} on {len(est.tickers)} tickers "
-                          f"did not reach an optimal, finite answer")
-    return weights, status
-
-
-def _asset_score(est: _Estimates, request: PortfolioRequest) -> np.ndarray:
-    """Per-asset ranking for the objective, higher is better."""
-    vol = np.sqrt(np.diag(est.cov))
-    if request.objective == "max_sharpe":
-        return (est.mu - request.risk_free_rate) / vol
-    return -vol
-
-
-def _select(weights: np.ndarray, score: np.ndarray, size: int) -> np.ndarray:
-    """Indices of the top `size` assets by weight; zero weights and ties go by score."""
-    held = np.where(weights > WEIGHT_TOL, weights, 0.0)
-    order = np.lexsort((-score, -held))  # last key is primary
-    return np.sort(order[:size])
-
-
-def _subset(est: _Estimates, index: np.ndarray) -> _Estimates:
-    return _Estimates([est.tickers[i] for i in index], est.mu[index],
-                      est.cov[np.ix_(index, index)])
+# One BLAS thread per task: a worker already runs one task per core, and BLAS threads that
+# compete for busy cores spin-wait. On this 2-core machine under load, two threads made the
+# 500 × 2,520 covariance up to 10× slower and even the sample's 57 × 755 one 20× slower than
+# one thread (measured); the controller scans the loaded libraries once, at import.
+_BLAS = ThreadpoolController()
 
 
 def _project(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Closest point to `values` with low <= w <= high and sum(w) == 1 (bisection on a shift)."""
     lo, hi = float(values.min()) - high, float(values.max()) - low
-    for _ in range(200):
+    for _ in range(64):  # the bracket is < 2 wide: 64 halvings reach 1e-19
         mid = 0.5 * (lo + hi)
         if np.clip(values - mid, low, high).sum() > 1.0:
             lo = mid
         else:
             hi = mid
-    weights = np.clip(values - 0.5 * (lo + hi), low, high)
-    return weights / weights.sum()
+    return np.clip(values - 0.5 * (lo + hi), low, high)
 
 
-def _best_excess_return(mu: np.ndarray, low: float, high: float) -> float:
-    """Largest w·mu over low <= w <= high, sum(w) == 1 (greedy: fill the best assets first)."""
-    weights = np.full(mu.size, low)
-    spare = 1.0 - weights.sum()
-    for i in np.argsort(-mu):
-        add = min(high - low, spare)
-        weights[i] += add
-        spare -= add
-    return float(weights @ mu)
+def _problem(est: Estimates, request: PortfolioRequest) -> qp.Problem:
+    return qp.Problem(request.objective, est.mu, est.cov, request.risk_free_rate,
+                      request.target_volatility, request.target_return)
 
 
-def _check_sharpe_feasible(est: _Estimates, request: PortfolioRequest,
-                           bounds: tuple[float, float]) -> None:
-    if request.objective != "max_sharpe":
-        return
-    rate = request.risk_free_rate
-    if est.mu.max() <= rate:
-        raise ParameterError(f"no asset's expected return exceeds risk_free_rate {rate:g}; "
-                             f"use min_volatility or a lower rate")
-    best = _best_excess_return(est.mu, *bounds)
-    if best <= rate:
-        raise ParameterError(f"within weights {bounds[0]:g}..{bounds[1]:g}, the best expected "
-                             f"return of the {len(est.tickers)} selected tickers is {best:.4g}, "
-                             f"not above risk_free_rate {rate:g}; use min_volatility, a lower "
-                             f"rate or a lower min_weight")
+def _select_min_volatility(est: Estimates, request: PortfolioRequest,
+                           ) -> cardinality.Selection:
+    problem = qp.Problem("min_volatility", est.mu, est.cov, request.risk_free_rate)
+    low, high = request.min_weight, request.max_weight
+    return cardinality.select(problem, request.portfolio_size, low, high,
+                              lambda: cardinality.top_k(np.zeros(est.mu.size),
+                                                        cardinality.asset_score(problem),
+                                                        request.portfolio_size))
 
 
-def _finish(est: _Estimates, raw: np.ndarray, request: PortfolioRequest, status: str,
-            method: str) -> Portfolio:
+def _select_efficient_risk(est: Estimates, request: PortfolioRequest,
+                           ) -> cardinality.Selection:
+    floor = _select_min_volatility(est, request)
+    lowest = math.sqrt(floor.value)
+    target = float(request.target_volatility)
+    if target < lowest * (1 - 1e-9):
+        raise ParameterError(
+            f"target_volatility {target:g} is below the lowest volatility reachable with "
+            f"{request.portfolio_size} holdings within weights {request.min_weight:g}.."
+            f"{request.max_weight:g}: {lowest:.4g} (the min_volatility portfolio); choose "
+            f"target_volatility ≥ {math.ceil(lowest * 1e4) / 1e4:g}")
+    return cardinality.select(_problem(est, request), request.portfolio_size,
+                              request.min_weight, request.max_weight,
+                              lambda: floor.solution.index)
+
+
+def _select_risk_parity(est: Estimates, request: PortfolioRequest) -> cardinality.Selection:
+    started = perf_counter()
+    universe = riskparity.unbounded(est.cov)
+    problem = _problem(est, request)
+    index = cardinality.top_k(universe, cardinality.asset_score(problem),
+                              request.portfolio_size)
+    weights = riskparity.risk_parity(est.cov[np.ix_(index, index)], request.min_weight,
+                                     request.max_weight)
+    details = {"method": "top-K by universe risk-parity weight, then bounded equal risk "
+                         "contribution on them", "relaxation_seconds":
+               round(perf_counter() - started, 6)}
+    return cardinality.Selection(qp.Solution(index, weights, "optimal"), math.nan, details)
+
+
+def _select(est: Estimates, request: PortfolioRequest) -> cardinality.Selection:
+    objective = request.objective
+    if objective == "risk_parity":
+        return _select_risk_parity(est, request)
+    if objective == "efficient_risk":
+        return _select_efficient_risk(est, request)
+    problem = _problem(est, request)
+    size, low, high = request.portfolio_size, request.min_weight, request.max_weight
+    cardinality.check_targets(problem, size, low, high)
+    return cardinality.select(problem, size, low, high,
+                              lambda: cardinality.best_return_subset(est.mu, size))
+
+
+def _method(request: PortfolioRequest, est: Estimates, selection: cardinality.Selection) -> str:
+    cov = "Ledoit-Wolf" if request.covariance == "ledoit_wolf" else "sample"
+    mu = "mean historical" if request.expected_returns == "mean" else \
+        f"EWMA (span {request.ewma_span})"
+    solver = "Clarabel" if request.objective == "efficient_risk" else \
+        "projected Newton" if request.objective == "risk_parity" else "DAQP"
+    return (f"{cov} covariance, {mu} returns ({request.returns} daily, ×{TRADING_DAYS}); "
+            f"{request.objective} with exactly {request.portfolio_size} holdings in "
+            f"[{request.min_weight:g}, {request.max_weight:g}]: {selection.details['method']}; "
+            f"solver {solver}")
+
+
+def _finish(est: Estimates, request: PortfolioRequest, selection: cardinality.Selection,
+            ) -> Portfolio:
+    index, raw = selection.solution.index, selection.solution.weights
     weights = _project(raw, request.min_weight, request.max_weight)
     drift = float(np.abs(weights - raw).max())
     if drift > OFF_BOUNDS_TOL:
-        raise SolverError(f"status {status} but weights off the constraints by {drift:.2g}")
-    ret = float(weights @ est.mu)
-    vol = float(math.sqrt(max(float(weights @ est.cov @ weights), 0.0)))
-    if not (math.isfinite(ret) and vol > 0 and math.isfinite(vol)):
-        raise SolverError(f"status {status} but portfolio figures are not finite "
-                          f"(return {ret}, volatility {vol})")
+        raise SolverError(f"status {selection.solution.status} but weights off the "
+                          f"constraints by {drift:.2g}")
+    cov = est.cov[np.ix_(index, index)]
+    ret = float(weights @ est.mu[index])
+    vol = math.sqrt(max(float(weights @ cov @ weights), 0.0))
+    if not (math.isfinite(ret) and math.isfinite(vol) and vol > 0):
+        raise SolverError(f"status {selection.solution.status} but portfolio figures are not "
+                          f"finite (return {ret}, volatility {vol})")
+    tickers = [est.tickers[i] for i in index]
+    mine, equal = figures.in_sample(est.simple, index, weights)
     return Portfolio(
-        weights={t: float(w) for t, w in zip(est.tickers, weights, strict=True)},
-        expected_return=ret,
-        volatility=vol,
-        sharpe=(ret - request.risk_free_rate) / vol,
-        method=method,
-        solver_status=status,
+        weights=dict(zip(tickers, weights.tolist(), strict=True)),
+        expected_return=ret, volatility=vol, sharpe=(ret - request.risk_free_rate) / vol,
+        method=_method(request, est, selection), solver_status=selection.solution.status,
+        objective=request.objective,
+        effective_holdings=figures.effective_holdings(weights),
+        max_drawdown=figures.max_drawdown(mine),
+        risk_contributions=dict(zip(tickers, riskparity.contributions(cov, weights).tolist(),
+                                    strict=True)),
+        estimates=est.info, selection=_clean(selection.details),
+        in_sample={"dates": [est.info["first_date"], *est.dates],
+                   "portfolio": np.round(mine, 6).tolist(),
+                   "equal_weight": np.round(equal, 6).tolist(),
+                   "equal_weight_max_drawdown": figures.max_drawdown(equal)},
     )
 
 
-def _method(request: PortfolioRequest) -> str:
-    return (f"Ledoit-Wolf covariance, mean historical returns (simple daily, ×{TRADING_DAYS}); "
-            f"full-universe {request.objective} solve with bounds (0, {request.max_weight:g}), "
-            f"top-{request.portfolio_size} by weight, re-solved on them with bounds "
-            f"({request.min_weight:g}, {request.max_weight:g}); solver {SOLVER or 'default'}")
+def _clean(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in details.items() if not k.endswith("_seconds")}
 
 
 def optimize(prices: pd.DataFrame, request: PortfolioRequest,
              progress: Callable[[float], None] | None = None) -> Portfolio:
     """Choose exactly `request.portfolio_size` tickers from `prices` and weight them.
 
-    Raises ParameterError for requests or data that cannot be met, SolverError when the
-    solver does not reach an optimal, finite answer.
+    Raises ParameterError for requests or data that cannot be met, SolverError when a solver
+    does not reach an optimal, finite answer.
     """
     report = progress or (lambda _fraction: None)
     check_request(request, prices.shape[1] if isinstance(prices, pd.DataFrame) else 0)
-    est = _estimate(prices)
-    report(0.2)
-    _check_sharpe_feasible(est, request, (0.0, request.max_weight))
-    full, _status = _solve(est, request, (0.0, request.max_weight))
-    report(0.6)
-    chosen = _subset(est, _select(full, _asset_score(est, request), request.portfolio_size))
-    bounds = (request.min_weight, request.max_weight)
-    _check_sharpe_feasible(chosen, request, bounds)
-    raw, status = _solve(chosen, request, bounds)
-    portfolio = _finish(chosen, raw, request, status, _method(request))
+    started = perf_counter()
+    with _BLAS.limit(limits=1, user_api="blas"):
+        est = estimate(prices, request)
+        estimated = perf_counter()
+        report(0.2)
+        selection = _select(est, request)
+        report(0.9)
+        portfolio = _finish(est, request, selection)
+    timings = {"estimates_seconds": round(estimated - started, 6),
+               **{k: v for k, v in selection.details.items() if k.endswith("_seconds")},
+               "total_seconds": round(perf_counter() - started, 6)}
     report(1.0)
-    return portfolio
+    return replace(portfolio, timings=timings)

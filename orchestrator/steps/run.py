@@ -25,6 +25,7 @@ class StepContext:
     params: JobParams
     settings: Settings
     progress: Callable[[float], None]
+    input_name: str = ""
 
     @property
     def share(self) -> Share:
@@ -62,11 +63,7 @@ def _reference(ctx: StepContext) -> frozenset[str] | None:
 
 def run_optimize(ctx: StepContext) -> dict[str, Any]:
     prices = validate.read_clean(ctx.folder / CLEAN)
-    request = optimize.PortfolioRequest(
-        portfolio_size=ctx.params.portfolio_size, objective=ctx.params.objective,
-        max_weight=ctx.params.max_weight, min_weight=ctx.params.min_weight,
-        risk_free_rate=ctx.params.risk_free_rate,
-    )
+    request = ctx.params.request()
     optimize.check_request(request, prices.shape[1])
     portfolio = optimize.optimize(prices, request, ctx.progress)
     write_json(ctx.folder / PORTFOLIO, portfolio.to_dict())
@@ -74,6 +71,4 @@ def run_optimize(ctx: StepContext) -> dict[str, Any]:
 
 
 def run_archive(ctx: StepContext, header: dict[str, Any]) -> dict[str, Any]:
-    result = archive.write_outputs(ctx.folder, header)
-    ctx.progress(1.0)
-    return result
+    return archive.write_outputs(ctx.folder, header, ctx.progress)  # progress: bytes written

@@ -1,19 +1,18 @@
-"""Stories for the optimize step: exactly K holdings, bounds held, honest refusals."""
+"""Stories for the optimize step: exactly K holdings, every objective, honest refusals."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+import subprocess
+import sys
 
-import cvxpy as cp
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.covariance import ledoit_wolf
 
 from orchestrator.errors import ParameterError, SolverError
-from orchestrator.steps import optimize as step
+from orchestrator.optimizer import cardinality, qp
 from orchestrator.steps.optimize import (
     OBJECTIVES,
     Portfolio,
@@ -21,42 +20,23 @@ from orchestrator.steps.optimize import (
     check_request,
     optimize,
 )
+from tests.unit.optimizer.conftest import load_sample, random_prices
 
-SAMPLE = Path("/work/shared/data/sp500_sample.csv")
 TOL = 1e-9
+TARGETS = {"efficient_risk": {"target_volatility": 0.24},
+           "efficient_return": {"target_return": 0.25}}
 
 
 @pytest.fixture(scope="module")
 def sample_prices() -> pd.DataFrame:
-    if not SAMPLE.exists():
-        pytest.skip(f"sample data {SAMPLE} not present")
-    prices = pd.read_csv(SAMPLE, parse_dates=["date"], index_col="date")
-    return prices.dropna(axis=1, how="any")
+    return load_sample()
 
 
 @pytest.fixture(scope="module")
 def solved(sample_prices: pd.DataFrame) -> dict[tuple[str, int], Portfolio]:
-    return {
-        (objective, size): optimize(sample_prices, PortfolioRequest(size, objective))
-        for objective in OBJECTIVES
-        for size in (10, 20)
-    }
-
-
-def random_walk(n_assets: int = 50, n_days: int = 500, seed: int = 7) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    drift = rng.uniform(0.0, 0.0008, n_assets)
-    log_returns = rng.normal(drift, rng.uniform(0.008, 0.03, n_assets), (n_days, n_assets))
-    dates = pd.bdate_range("2015-01-01", periods=n_days)
-    return pd.DataFrame(100.0 * np.exp(np.cumsum(log_returns, axis=0)), index=dates,
-                        columns=[f"S{i:03d}" for i in range(n_assets)])
-
-
-def annual_covariance(prices: pd.DataFrame) -> pd.DataFrame:
-    """Independent estimate: Ledoit–Wolf on simple daily returns of the whole universe."""
-    returns = prices.pct_change().iloc[1:]
-    cov, _ = ledoit_wolf(returns.to_numpy())
-    return pd.DataFrame(cov * 252, index=prices.columns, columns=prices.columns)
+    return {(objective, size): optimize(sample_prices, PortfolioRequest(
+        size, objective, **TARGETS.get(objective, {}))) for objective in OBJECTIVES
+        for size in (10, 20)}
 
 
 def assert_well_formed(portfolio: Portfolio, request: PortfolioRequest) -> None:
@@ -69,86 +49,77 @@ def assert_well_formed(portfolio: Portfolio, request: PortfolioRequest) -> None:
     assert portfolio.solver_status == "optimal"
 
 
-# --------------------------------------------------------------------------- real sample
-
-
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("size", [10, 20])
-def test_sample_gives_exactly_k_holdings_within_bounds(solved, objective, size):
-    # given the real sample and a request for K holdings
-    request = PortfolioRequest(size, objective)
-    # when it was optimized
+def test_every_objective_gives_exactly_k_holdings_within_bounds(solved, objective, size):
+    # given the real sample, when optimized for K holdings
     portfolio = solved[(objective, size)]
+    request = PortfolioRequest(size, objective)
     # then exactly K tickers are held, the weights sum to 1 and respect the bounds
     assert_well_formed(portfolio, request)
     assert portfolio.sharpe == pytest.approx(
         (portfolio.expected_return - request.risk_free_rate) / portfolio.volatility)
+    figures = portfolio.figures()
+    assert figures["holdings"] == size
+    assert 1 <= figures["effective_holdings"] <= size
+    assert 0 < figures["max_drawdown"] < 1
 
 
 @pytest.mark.parametrize("size", [10, 20])
-def test_min_volatility_beats_equal_weight_of_same_tickers(sample_prices, solved, size):
-    # given the min-volatility portfolio of K tickers
-    portfolio = solved[("min_volatility", size)]
-    tickers = list(portfolio.weights)
-    cov = annual_covariance(sample_prices).loc[tickers, tickers].to_numpy()
-    # when compared with holding the same tickers in equal weights
-    equal = np.full(size, 1.0 / size)
-    # then its volatility is no higher
-    assert portfolio.volatility <= np.sqrt(equal @ cov @ equal) + 1e-9
+def test_the_objectives_rank_as_their_definitions_say(solved, size):
+    # given every objective solved on the same data
+    by = {o: solved[(o, size)] for o in OBJECTIVES}
+    # then min_volatility has the lowest volatility and max_sharpe the highest Sharpe ratio
+    assert by["min_volatility"].volatility <= min(p.volatility for p in by.values()) + 1e-9
+    assert by["max_sharpe"].sharpe >= max(p.sharpe for p in by.values()) - 1e-9
+    # and the targets are met: return at least the target, volatility at most it
+    assert by["efficient_return"].expected_return >= 0.25 - 1e-8
+    assert by["efficient_risk"].volatility <= 0.24 + 1e-8
 
 
-@pytest.mark.parametrize("size", [10, 20])
-def test_max_sharpe_has_at_least_the_sharpe_of_min_volatility(solved, size):
-    # given both objectives solved on the same data
-    # then max_sharpe's Sharpe ratio is at least min_volatility's
-    assert solved[("max_sharpe", size)].sharpe >= solved[("min_volatility", size)].sharpe - 1e-6
+def test_exact_miqp_answers_min_volatility_on_the_sample(solved):
+    # given the sample (57 tickers, within the exact solver's reach) and min_volatility K=20
+    portfolio = solved[("min_volatility", 20)]
+    # then the report says the subset is the proven optimum, and how far the search was
+    assert portfolio.selection["method"].startswith("exact MIQP")
+    assert portfolio.selection["search_gap"] >= 0
 
 
-@pytest.mark.parametrize("size", [10, 20])
-def test_min_volatility_matches_an_independent_cvxpy_solve(sample_prices, solved, size):
-    # given the K tickers min_volatility chose and their covariance, estimated independently
-    portfolio = solved[("min_volatility", size)]
-    request = PortfolioRequest(size)
-    tickers = list(portfolio.weights)
-    cov = annual_covariance(sample_prices).loc[tickers, tickers].to_numpy()
-    # when the restricted K-asset problem is solved directly with cvxpy
-    w = cp.Variable(size)
-    problem = cp.Problem(cp.Minimize(cp.quad_form(w, cp.psd_wrap(cov))),
-                         [cp.sum(w) == 1, w >= request.min_weight, w <= request.max_weight])
-    problem.solve(solver="CLARABEL")
-    # then the optimal variance agrees within 1e-6 relative
-    assert problem.status == "optimal"
-    assert portfolio.volatility**2 == pytest.approx(problem.value, rel=1e-6)
-
-
-def test_to_dict_is_json_and_sorted(solved):
-    # given a portfolio
-    portfolio = solved[("max_sharpe", 20)]
-    # when serialized
-    data = json.loads(json.dumps(portfolio.to_dict()))
-    # then weights come largest first and the figures survive
+def test_portfolio_json_is_complete_and_sorted(solved):
+    # given a portfolio, when serialized
+    data = json.loads(json.dumps(solved[("max_sharpe", 20)].to_dict()))
+    # then weights come largest first and every figure the report needs is there
     weights = list(data["weights"].values())
     assert weights == sorted(weights, reverse=True)
-    assert set(data) == {"weights", "expected_return", "volatility", "sharpe", "method",
-                         "solver_status"}
+    for key in ("expected_return", "volatility", "sharpe", "holdings", "largest_weight",
+                "effective_holdings", "max_drawdown", "method", "estimates", "selection",
+                "timings", "in_sample", "risk_contributions"):
+        assert key in data, key
+    assert sum(data["risk_contributions"].values()) == pytest.approx(1.0)
+    assert data["estimates"]["covariance"] == "ledoit_wolf"
+    assert len(data["in_sample"]["dates"]) == len(data["in_sample"]["portfolio"]) == 756
+    assert data["in_sample"]["portfolio"][0] == 1.0
     assert "Ledoit-Wolf" in data["method"] and "\n" not in data["method"]
 
 
-# --------------------------------------------------------------------------- synthetic
-
-
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_synthetic_random_walk_works_and_reports_progress(objective):
-    # given 50 assets × 500 days of a seeded geometric random walk
-    prices = random_walk()
-    request = PortfolioRequest(15, objective, max_weight=0.2, risk_free_rate=0.0)
+def test_synthetic_universe_works_and_reports_progress(objective):
+    # given 50 assets × 500 days of seeded prices
+    request = PortfolioRequest(15, objective, 0.2, 0.01, 0.0, **{
+        k: 0.15 for k in TARGETS.get(objective, {})})
     seen: list[float] = []
     # when optimized
-    portfolio = optimize(prices, request, progress=seen.append)
+    portfolio = optimize(random_prices(50, 500), request, progress=seen.append)
     # then the portfolio is well formed and progress rose to 1
     assert_well_formed(portfolio, request)
-    assert set(portfolio.weights) <= set(prices.columns)
     assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_the_same_input_gives_the_same_portfolio():
+    prices = random_prices(80, 300)
+    first = optimize(prices, PortfolioRequest(20, "max_sharpe"))
+    again = optimize(prices, PortfolioRequest(20, "max_sharpe"))
+    assert first.weights == again.weights
 
 
 # --------------------------------------------------------------------------- refusals
@@ -159,17 +130,27 @@ def test_synthetic_random_walk_works_and_reports_progress(objective):
     [
         (PortfolioRequest(5), 60, "outside 10..100"),
         (PortfolioRequest(500), 600, "outside 10..100"),
-        (PortfolioRequest(20, "max_return"), 60, "min_volatility, max_sharpe"),
+        (PortfolioRequest(20, "max_return"), 60, "choose one of min_volatility, max_sharpe"),
         (PortfolioRequest(10, max_weight=0.05), 60,
-         "max_weight 0.05 × portfolio_size 10 = 0.5 < 1: raise max_weight to at least 0.1 "
-         "or portfolio_size to at least 20"),
+         "max_weight 0.05 × portfolio_size 10 = 0.5 < 1, so the weights cannot sum to 1: "
+         "raise max_weight to at least 0.1 or portfolio_size to at least 20"),
         (PortfolioRequest(20, min_weight=0.1), 60, "lower min_weight to at most 0.05"),
         (PortfolioRequest(20, min_weight=0.3, max_weight=0.25), 60, "min_weight 0.3 > max_weight"),
         (PortfolioRequest(20, min_weight=0.0), 60, "min_weight 0 must be > 0"),
         (PortfolioRequest(30), 25, "only 25 usable tickers for portfolio_size 30"),
+        (PortfolioRequest(20, "efficient_risk"), 60, "objective efficient_risk needs "
+                                                     "target_volatility"),
+        (PortfolioRequest(20, "efficient_return"), 60, "needs target_return"),
+        (PortfolioRequest(20, target_return=0.1), 60, "target_return is used only by "
+                                                      "objective efficient_return"),
+        (PortfolioRequest(20, "efficient_risk", target_volatility=-0.1), 60, "must be > 0"),
+        (PortfolioRequest(20, covariance="shrunk"), 60, "choose one of ledoit_wolf, sample"),
+        (PortfolioRequest(20, expected_returns="ewma", ewma_span=1), 60, "ewma_span must be"),
+        (PortfolioRequest(20, returns="percent"), 60, "choose one of simple, log"),
     ],
     ids=["size-5", "size-500", "objective", "max-weight", "min-weight", "min-gt-max",
-         "min-zero", "few-tickers"],
+         "min-zero", "few-tickers", "no-target-vol", "no-target-return", "stray-target",
+         "negative-vol", "covariance", "span", "returns"],
 )
 def test_check_request_refuses_with_a_useful_message(request_, n_tickers, expected):
     # given an infeasible request, when checked, then ParameterError says what would work
@@ -182,71 +163,92 @@ def test_check_request_accepts_a_feasible_request():
     check_request(PortfolioRequest(20, "max_sharpe"), n_tickers=57)
 
 
+def test_target_volatility_below_the_minimum_names_the_minimum(sample_prices):
+    # given a target volatility no 10 holdings can reach
+    request = PortfolioRequest(10, "efficient_risk", target_volatility=0.05)
+    # when optimized, then the refusal names the lowest reachable volatility
+    with pytest.raises(ParameterError, match=re.escape(
+            "target_volatility 0.05 is below the lowest volatility reachable with 10 "
+            "holdings within weights 0.01..0.25: 0.187")) as caught:
+        optimize(sample_prices, request)
+    assert "choose target_volatility ≥ 0.187" in str(caught.value)
+
+
+def test_target_return_above_the_maximum_names_the_maximum(sample_prices):
+    request = PortfolioRequest(10, "efficient_return", target_return=5.0)
+    with pytest.raises(ParameterError, match="highest expected return reachable with 10 "
+                                             r"holdings within weights 0.01..0.25: \d"):
+        optimize(sample_prices, request)
+
+
 def test_optimize_refuses_too_few_tickers_before_solving():
-    # given 12 tickers and a request for 20
     with pytest.raises(ParameterError, match="only 12 usable tickers"):
-        optimize(random_walk(n_assets=12), PortfolioRequest(20))
+        optimize(random_prices(12), PortfolioRequest(20))
 
 
 def test_max_sharpe_refuses_when_no_asset_beats_the_risk_free_rate():
     # given a market where every asset falls
-    prices = random_walk()
-    falling = prices.mul(np.exp(-0.003 * np.arange(len(prices))), axis=0)
-    request = PortfolioRequest(10, "max_sharpe", risk_free_rate=0.05)
+    prices = random_prices()
+    falling = prices.mul(np.exp(-0.004 * np.arange(len(prices))), axis=0)
     # when max_sharpe is asked for, then the error names the way out
-    with pytest.raises(ParameterError, match=re.escape(
-            "no asset's expected return exceeds risk_free_rate 0.05; use min_volatility")):
-        optimize(falling, request)
+    with pytest.raises(ParameterError, match=r"above risk_free_rate 0\.05 .*use min_volatility"):
+        optimize(falling, PortfolioRequest(10, "max_sharpe", risk_free_rate=0.05))
 
 
-# --------------------------------------------------------------------------- degenerate input
-
-
-def test_constant_prices_are_refused_not_held():
-    # given one ticker whose price never moves (zero variance)
-    prices = random_walk()
-    prices["FLAT"] = 50.0
-    # when optimized, then it is refused by name rather than becoming a riskless holding
-    with pytest.raises(ParameterError, match=r"zero variance.*FLAT"):
-        optimize(prices, PortfolioRequest(10))
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, 0.0, -1.0])
-def test_nan_or_non_positive_prices_are_refused(bad):
-    # given a NaN (or a non-positive price) sneaking into one column
-    prices = random_walk()
-    prices.iloc[100, 3] = bad
-    # when optimized, then the column is named in a ParameterError
-    with pytest.raises(ParameterError, match="S003"):
-        optimize(prices, PortfolioRequest(10))
+# --------------------------------------------------------------------------- solver trouble
 
 
 def test_solver_failure_becomes_solver_error_with_status(monkeypatch):
-    # given a solver that ends infeasible
-    class FailingFrontier:
-        def __init__(self, *args, **kwargs):
-            self._opt = type("Problem", (), {"status": "infeasible"})()
-
-        def min_volatility(self):
-            raise step.pypfopt_exceptions.OptimizationError("Solver status: infeasible")
-
-    monkeypatch.setattr(step, "EfficientFrontier", FailingFrontier)
+    # given a QP solver that ends infeasible (DAQP exit flag -1)
+    monkeypatch.setattr(qp.daqp, "solve", lambda *a, **k: (np.zeros(a[0].shape[0]), 0.0, -1, {}))
     # when optimized, then a SolverError carries the status
-    with pytest.raises(SolverError, match="status infeasible"):
-        optimize(random_walk(), PortfolioRequest(10))
+    with pytest.raises(SolverError, match="status infeasible: min_volatility on 40 assets"):
+        optimize(random_prices(), PortfolioRequest(10))
 
 
 def test_non_finite_solver_weights_become_solver_error(monkeypatch):
     # given a solver that claims success but returns NaN weights
-    class NanFrontier:
-        def __init__(self, mu, *args, **kwargs):
-            self._opt = type("Problem", (), {"status": "optimal"})()
-            self.weights = np.full(len(mu), np.nan)
+    monkeypatch.setattr(qp.daqp, "solve",
+                        lambda *a, **k: (np.full(a[0].shape[0], np.nan), 0.0, 1, {}))
+    with pytest.raises(SolverError, match="status optimal: min_volatility"):
+        optimize(random_prices(), PortfolioRequest(10))
 
-        def min_volatility(self):
-            return None
 
-    monkeypatch.setattr(step, "EfficientFrontier", NanFrontier)
-    # when optimized, then the NaN does not reach a portfolio
-    with pytest.raises(SolverError, match="status optimal"):
-        optimize(random_walk(), PortfolioRequest(10))
+def test_cone_solver_failure_carries_clarabel_status(monkeypatch):
+    class Stuck:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def solve(self):
+            return type("Result", (), {"status": "MaxIterations", "x": [np.nan] * 3})()
+
+    monkeypatch.setattr(qp.clarabel, "DefaultSolver", Stuck)
+    with pytest.raises(SolverError, match="status MaxIterations: efficient_risk"):
+        optimize(random_prices(), PortfolioRequest(10, "efficient_risk", target_volatility=0.3))
+
+
+def test_a_swap_that_fails_to_solve_is_skipped_not_fatal(monkeypatch):
+    # given a solver that fails on every trial swap (but not on the first solves)
+    real, calls = qp.solve, {"n": 0}
+
+    def flaky(problem, index, low, high, start=None):
+        calls["n"] += 1
+        if start is not None:
+            raise SolverError("status cycling: trial")
+        return real(problem, index, low, high)
+
+    monkeypatch.setattr(cardinality.qp, "solve", flaky)
+    portfolio = optimize(random_prices(), PortfolioRequest(10))
+    assert len(portfolio.weights) == 10 and calls["n"] > 2
+
+
+def test_heavy_imports_happen_once_at_module_load():
+    # given a fresh interpreter that has loaded the optimize step
+    code = ("import sys, orchestrator.steps.optimize as o; from tests.unit.optimizer.conftest "
+            "import random_prices; p = random_prices(20, 60); before = set(sys.modules); "
+            "o.optimize(p, o.PortfolioRequest(10)); "
+            "print(sorted(set(sys.modules) - before)); print('cvxpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    # then a task imports nothing new, and the step never loads cvxpy
+    assert out == ["[]", "False"]

@@ -1,0 +1,118 @@
+"""Daily returns from prices, then annualized expected returns and covariance.
+
+Ledoit–Wolf is computed here with NumPy in one matrix product: the shrinkage intensity
+needs Σ_t (Σ_i x_ti²)², which is O(T·N), not the second N×N product scikit-learn forms
+in blocks. The formula is scikit-learn's (Ledoit & Wolf 2004, constant-variance target,
+centred returns, divisor T) and the tests check it against scikit-learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.errors import ParameterError, SolverError
+from orchestrator.optimizer.request import TRADING_DAYS, PortfolioRequest
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Annualized estimates for a universe of tickers, and the data they came from."""
+
+    tickers: list[str]
+    dates: list[str]  # one per return row (the later of the two prices)
+    simple: np.ndarray  # T × N simple daily returns, for the in-sample record
+    mu: np.ndarray  # N, annual
+    cov: np.ndarray  # N × N, annual
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _names(columns: pd.Index, limit: int = 10) -> str:
+    names = [str(c) for c in columns]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _dates(index: pd.Index) -> list[str]:
+    if isinstance(index, pd.DatetimeIndex):
+        return np.datetime_as_string(index.values, unit="D").tolist()
+    return [str(d)[:10] for d in index]
+
+
+def price_values(prices: pd.DataFrame) -> np.ndarray:
+    """The prices as a float array, refused with the tickers at fault if unusable."""
+    if not isinstance(prices, pd.DataFrame) or prices.shape[0] < 3:
+        raise ParameterError("prices must be a table with at least 3 rows (dates)")
+    if not prices.columns.is_unique:
+        raise ParameterError("prices has duplicate ticker columns")
+    values = prices.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values).all(axis=0) | ~(values > 0).all(axis=0)
+    if bad.any():
+        raise ParameterError(f"prices must be finite and positive; not so for "
+                             f"{_names(prices.columns[bad])}")
+    return values
+
+
+def ledoit_wolf(returns: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit–Wolf shrunk covariance (daily) of centred returns, and the shrinkage."""
+    t, n = returns.shape
+    x = returns - returns.mean(axis=0)
+    sample = (x.T @ x) / t
+    scale = float(np.trace(sample)) / n
+    row_sq = np.einsum("ij,ij->i", x, x)
+    frob = float(np.einsum("ij,ij->", sample, sample))
+    beta = (float(row_sq @ row_sq) / t - frob) / (n * t)
+    delta = (frob - n * scale**2) / n
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    shrunk = (1.0 - shrinkage) * sample
+    shrunk.flat[:: n + 1] += shrinkage * scale
+    return shrunk, shrinkage
+
+
+def sample_covariance(returns: np.ndarray) -> np.ndarray:
+    """Unbiased sample covariance (divisor T − 1, as pandas and PyPortfolioOpt use)."""
+    x = returns - returns.mean(axis=0)
+    return (x.T @ x) / (returns.shape[0] - 1)
+
+
+def ewma_mean(returns: np.ndarray, span: int) -> np.ndarray:
+    """Exponentially weighted mean with the newest day weighted most (pandas adjust=True)."""
+    alpha = 2.0 / (span + 1.0)
+    weights = (1.0 - alpha) ** np.arange(returns.shape[0] - 1, -1, -1, dtype=np.float64)
+    return (weights @ returns) / weights.sum()
+
+
+def estimate(prices: pd.DataFrame, request: PortfolioRequest) -> Estimates:
+    """Returns of the kind asked, then μ and Σ annualized with 252 trading days."""
+    values = price_values(prices)
+    simple = values[1:] / values[:-1] - 1.0
+    returns = np.log1p(simple) if request.returns == "log" else simple
+    flat = returns.std(axis=0) == 0
+    if flat.any():
+        raise ParameterError(f"constant prices (zero variance) for {_names(prices.columns[flat])}"
+                             f": drop these tickers")
+    info: dict[str, Any] = {
+        "returns": request.returns, "periods_per_year": TRADING_DAYS,
+        "observations": int(returns.shape[0]), "tickers": int(returns.shape[1]),
+        "first_date": str(prices.index[0])[:10], "last_date": str(prices.index[-1])[:10],
+        "covariance": request.covariance, "expected_returns": request.expected_returns,
+    }
+    if request.covariance == "ledoit_wolf":
+        cov, shrinkage = ledoit_wolf(returns)
+        info["shrinkage"] = round(shrinkage, 6)
+    else:
+        cov = sample_covariance(returns)
+    if request.expected_returns == "ewma":
+        mu = ewma_mean(returns, request.ewma_span)
+        info["ewma_span"] = request.ewma_span
+    else:
+        mu = returns.mean(axis=0)
+    mu, cov = mu * TRADING_DAYS, cov * TRADING_DAYS
+    if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
+        raise SolverError("status estimation_failed: non-finite expected returns or covariance")
+    dates = _dates(prices.index[1:])
+    return Estimates([str(c) for c in prices.columns], dates, simple, mu, cov, info)
