@@ -17,22 +17,42 @@ from typing import Any
 
 from orchestrator.errors import DataError
 
-TEMPORARY_PATTERNS = (".*", "~$*", "*.tmp", "*.part", "*.crdownload", "*.swp", "~*")
-FOLDERS = ("input", "processing", "completed", "failed", "archive")
+#: Hidden files (also LibreOffice's ``.~lock.*#``), Office owner files (``~$*``), partial
+#: downloads and uploads (browsers, WinSCP, rsync's dot-names), editor swap and backup files.
+TEMPORARY_PATTERNS = (".*", "~$*", "~*", "*~", "*.tmp", "*.temp", "*.part", "*.partial",
+                      "*.crdownload", "*.download", "*.filepart", "*.swp", "*.lck", "*.lock",
+                      "thumbs.db", "desktop.ini")
+FOLDERS = ("input", "processing", "completed", "failed", "duplicates", "archive")
+
+
+#: What the share takes as input: price files (plain or gzip) and job files.
+INPUT_SUFFIXES = (".csv", ".csv.gz", ".json")
+
+
+def is_input(name: str) -> bool:
+    return name.lower().endswith(INPUT_SUFFIXES)
 
 
 def is_temporary(name: str) -> bool:
-    """Names that are still being written or belong to an editor, never inputs."""
-    return any(fnmatch.fnmatch(name, pattern) for pattern in TEMPORARY_PATTERNS)
+    """Names that are still being written or belong to an editor, never inputs.
+
+    Case-insensitive: Windows clients write ``PRICES.TMP`` as often as ``prices.tmp``.
+    """
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in TEMPORARY_PATTERNS)
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    with open(partial, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk leaves no debris, and no half file
+        raise
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -60,6 +80,10 @@ class Share:
         return self.root / "failed"
 
     @property
+    def duplicates(self) -> Path:
+        return self.root / "duplicates"
+
+    @property
     def archive(self) -> Path:
         return self.root / "archive"
 
@@ -73,7 +97,7 @@ class Share:
 
     def locate(self, job_id: str) -> Path | None:
         """The folder that holds the job now, wherever its state put it."""
-        for folder in ("processing", "completed", "failed"):
+        for folder in ("processing", "completed", "failed", "duplicates"):
             path = self.job_dir(job_id, folder)
             if path.is_dir():
                 return path

@@ -6,35 +6,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 import uuid
-from dataclasses import dataclass, field
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, chain, chord
 from celery.canvas import Signature
 
-from orchestrator import lifecycle
-from orchestrator.errors import DataError, IllegalTransition, PipelineError, TransientError
-from orchestrator.jobspec import make_params, read_job_file
+from orchestrator.errors import IllegalTransition
 from orchestrator.paths import Share
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store import jobs as store
-from orchestrator.store.states import STEPS, JobState
+from orchestrator.store.states import ACTIVE, STEPS, JobState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prepared:
-    """A claimed input, recorded as a job; ``error`` when it cannot run at all."""
-
-    job: store.NewJob
-    error: PipelineError | None = None
-    sources: list[Path] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -53,76 +40,35 @@ class Orchestrator:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, path: Path, params: dict[str, Any] | None = None) -> str:
-        """Claim ``path`` (a CSV, or a JSON job file), record the job, publish its chain."""
-        prepared = self._prepare(Path(path), params or {}, batch_id=None)
-        store.create_jobs([prepared.job])
-        self._start([prepared], batch_id=None)
-        return prepared.job.id
+    def submit(self, path: Path, params: dict[str, Any] | None = None, *,
+               dedupe: bool = False) -> str:
+        """Claim ``path`` (a CSV, or a JSON job file), record the job, publish its chain.
+
+        ``dedupe``: the same input and parameters submitted within PIPELINE_DEDUPE_WINDOW is
+        recorded as a cancelled duplicate, not run (``pipeline submit`` and the watcher ask
+        for it; a job file's ``"force": true`` overrides it).
+        """
+        from orchestrator.intake import Intake
+
+        outcome = Intake(self).submit([Path(path)], params or {}, dedupe=dedupe)
+        return outcome.job_ids[0]
 
     def submit_batch(self, paths: list[Path], params: dict[str, Any] | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, *, batch_id: str | None = None,
+                     dedupe: bool = False) -> str:
         """Every file becomes a job of one batch: chord(group(chain per file), summarize)."""
-        batch_id = uuid.uuid4().hex
-        prepared = [self._prepare(Path(p), params or {}, batch_id=batch_id) for p in paths]
-        store.create_jobs([p.job for p in prepared], batch_name=name or batch_id)
-        self._start(prepared, batch_id=batch_id)
-        return batch_id
+        from orchestrator.intake import Batch, Intake
 
-    def _prepare(self, path: Path, overrides: dict[str, Any], batch_id: str | None) -> Prepared:
-        job_id = uuid.uuid4().hex
-        error: PipelineError | None = None
-        csv_path = path
-        if path.is_symlink():
-            error = DataError("a symbolic link; inputs must be regular files", file=path.name)
-        elif path.suffix.lower() == ".json":
-            try:
-                csv_path, params = read_job_file(path, self.share, self.settings)
-                overrides = {**params.model_dump(exclude_unset=True), **overrides}
-            except DataError as bad:
-                error, csv_path = bad, path
-        claimed = [self._claim(p, job_id) for p in dict.fromkeys([path, csv_path])]
-        if error is None:
-            try:
-                params_dict = make_params(self.settings, overrides, file=path.name).model_dump()
-            except DataError as bad:
-                error, params_dict = bad, overrides
-        else:
-            params_dict = overrides
-        digest, size = _fingerprint(claimed[-1])
-        job = store.NewJob(id=job_id, input_name=path.name, input_sha256=digest,
-                           input_size=size, params=params_dict, batch_id=batch_id,
-                           detail={"source": str(path)})
-        return Prepared(job, error, claimed)
+        batch_id = batch_id or uuid.uuid4().hex
+        batch = Batch(batch_id, name or batch_id)
+        Intake(self).submit([Path(p) for p in paths], params or {}, batch=batch, dedupe=dedupe)
+        return batch.id
 
-    def _claim(self, source: Path, job_id: str) -> Path:
-        """Inputs dropped in input/ are renamed (the rename decides who owns them); files
-        from elsewhere are copied, leaving the user's file where it was."""
-        if source.parent.resolve() == self.share.input.resolve():
-            return self.share.claim_input(source, job_id)
-        target = self.share.job_dir(job_id) / "input" / source.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.part")
-        shutil.copyfile(source, partial)
-        partial.rename(target)
-        return target
-
-    def _start(self, prepared: list[Prepared], batch_id: str | None) -> None:
-        for bad in (p for p in prepared if p.error is not None):
-            lifecycle.fail(self.share, bad.job.id, None, bad.error)  # type: ignore[arg-type]
-        good = [p.job.id for p in prepared if p.error is None]
-        try:
-            self._publish(good, batch_id)
-        except Exception as error:  # the broker refused: fail the jobs, keep their files
-            for job_id in good:
-                lifecycle.fail(self.share, job_id, None,
-                               TransientError(f"could not publish to the broker: {error}"))
-            raise TransientError(f"broker unavailable: {error}") from error
-
-    def _publish(self, job_ids: list[str], batch_id: str | None) -> None:
+    def _publish(self, job_ids: list[str], batch_id: str | None, run: int = 0) -> None:
+        names = store.input_names(job_ids)  # one query: tasks name their input (Flower)
         if batch_id is None:
             for job_id in job_ids:
-                self.job_chain(job_id).apply_async()
+                self.job_chain(job_id, run=run, input_name=names.get(job_id)).apply_async()
             return
         if not job_ids:
             from orchestrator.batches import summarize_batch
@@ -131,17 +77,22 @@ class Orchestrator:
             return
         body = self.app.signature("pipeline.summarize", kwargs={"batch_id": batch_id})
         body.link_error(self.app.signature("pipeline.summarize_after_error"))
-        header = [self.job_chain(j, batch_id=batch_id) for j in job_ids]
+        header = [self.job_chain(j, batch_id=batch_id, run=run, input_name=names.get(j))
+                  for j in job_ids]
         chord(header, body).apply_async()
 
     # -- canvases ---------------------------------------------------------------------------
 
     def job_chain(self, job_id: str, batch_id: str | None = None, from_step: str = "validate",
-                  run: int = 0) -> Signature:
+                  run: int = 0, input_name: str | None = None) -> Signature:
         """chain(validate, optimize, archive) from ``from_step``, crash-recorded by link_error."""
         steps = STEPS[STEPS.index(from_step):]
         message = {"job_id": job_id, "batch_id": batch_id, "outcome": "ok", "metrics": {}}
-        sigs = [self.app.signature(f"pipeline.{step}", task_id=task_id(job_id, step, run))
+        if input_name is None:
+            input_name = store.input_names([job_id]).get(job_id, "")
+        shown = describe(job_id, input_name, batch_id)  # what Flower and logs show as args
+        sigs = [self.app.signature(f"pipeline.{step}", task_id=task_id(job_id, step, run),
+                                   argsrepr=shown, kwargsrepr="{}")
                 for step in steps]
         sigs[0] = sigs[0].clone(args=(message,))
         if batch_id is not None:
@@ -176,6 +127,31 @@ class Orchestrator:
         return job
 
 
+def retry_batch(orchestrator: Orchestrator, batch_id: str) -> list[str]:
+    """Retry every failed or cancelled job of a batch; the ids retried."""
+    members = store.list_jobs(batch_id=batch_id, limit=1_000_000)
+    ended = [j.id for j in members if j.state in (JobState.FAILED, JobState.CANCELLED)]
+    for job_id in ended:
+        orchestrator.retry(job_id)
+    return ended
+
+
+def cancel_batch(orchestrator: Orchestrator, batch_id: str) -> list[str]:
+    """Cancel every job of a batch that has not ended; the ids cancelled."""
+    members = store.list_jobs(batch_id=batch_id, limit=1_000_000)
+    active = [j.id for j in members if j.state in ACTIVE]
+    for job_id in active:
+        with suppress(IllegalTransition):  # it ended while we went through the batch
+            orchestrator.cancel(job_id)
+    return active
+
+
+def describe(job_id: str, input_name: str, batch_id: str | None) -> str:
+    """A step task's arguments as people read them: the job and its input, not the message."""
+    batch = f", batch={batch_id!r}" if batch_id else ""
+    return f"(job={job_id!r}, input={input_name!r}{batch})"
+
+
 def task_id(job_id: str, step: str, run: int) -> str:
     """Known task ids, so that cancel can revoke a job's tasks without a lookup."""
     return f"{job_id}.{step}.{run}"
@@ -187,14 +163,3 @@ def _restart_step(share: Share, job: store.Job) -> str:
                                 "can be retried")
     step = (job.error or {}).get("step") or job.step or "validate"
     return step if step in STEPS else "validate"
-
-
-def _fingerprint(path: Path) -> tuple[str, int]:
-    """sha256 and size of a regular file; a link or special file is not read (no /dev/zero)."""
-    digest = hashlib.sha256()
-    if path.is_symlink() or not path.is_file():
-        return digest.hexdigest(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest(), path.stat().st_size
