@@ -6,11 +6,16 @@ from enum import IntEnum
 
 from orchestrator.errors import (
     ConfigError,
+    CorruptArchive,
     DataError,
+    Forbidden,
     IllegalTransition,
     JobNotFound,
     PipelineError,
+    StorageFull,
+    StoragePermission,
     TransientError,
+    Unauthorized,
 )
 
 
@@ -24,6 +29,11 @@ class Exit(IntEnum):
     UNAVAILABLE = 6
     JOB_FAILED = 7
     CONFLICT = 8
+    UNAUTHORIZED = 9
+    FORBIDDEN = 10
+    STORAGE_FULL = 11
+    PERMISSION = 12
+    CORRUPT_ARCHIVE = 13
     INTERRUPTED = 130
 
 
@@ -37,6 +47,11 @@ MEANING = {
     Exit.UNAVAILABLE: "broker or database unreachable",
     Exit.JOB_FAILED: "the job ended failed or cancelled",
     Exit.CONFLICT: "the job is not in a state that allows this",
+    Exit.UNAUTHORIZED: "a token is required: none given, or unknown or revoked",
+    Exit.FORBIDDEN: "the token's role does not allow this command",
+    Exit.STORAGE_FULL: "archive storage is full; nothing was deleted",
+    Exit.PERMISSION: "permission denied on a job folder or the archive storage",
+    Exit.CORRUPT_ARCHIVE: "an archive failed verification; nothing was deleted",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -44,7 +59,10 @@ MEANING = {
 def for_error(error: PipelineError) -> Exit:
     for kind, code in ((ConfigError, Exit.CONFIG), (JobNotFound, Exit.NOT_FOUND),
                        (DataError, Exit.BAD_INPUT), (TransientError, Exit.UNAVAILABLE),
-                       (IllegalTransition, Exit.CONFLICT)):
+                       (IllegalTransition, Exit.CONFLICT), (Unauthorized, Exit.UNAUTHORIZED),
+                       (Forbidden, Exit.FORBIDDEN), (StorageFull, Exit.STORAGE_FULL),
+                       (StoragePermission, Exit.PERMISSION),
+                       (CorruptArchive, Exit.CORRUPT_ARCHIVE)):
         if isinstance(error, kind):
             return code
     return Exit.ERROR

@@ -59,3 +59,23 @@ class JobNotFound(PipelineError):
 
 class ConfigError(PipelineError):
     """A setting has a bad value."""
+
+
+class Unauthorized(PipelineError):
+    """No token, or one that is unknown or revoked, where a token is required."""
+
+
+class Forbidden(PipelineError):
+    """A valid token whose role is below what the command needs."""
+
+
+class StorageFull(PipelineError):
+    """Archive storage has no space left (ENOSPC, EDQUOT): stop writing, delete nothing."""
+
+
+class StoragePermission(PipelineError):
+    """A job folder cannot be read, or the archive storage cannot be written (EACCES, EPERM)."""
+
+
+class CorruptArchive(PipelineError):
+    """An archive does not read back as written (checksum, size or member mismatch)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +56,8 @@ class Job:
     error: dict[str, Any] | None = None
     task_id: str | None = None
     lease_until: datetime | None = None
+    archive_path: str | None = None
+    archive_sha256: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -136,12 +139,14 @@ def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | N
                step: str | None = None, from_step: str | None = None,
                detail: str | None = None, new_attempt: bool = False,
                where: ColumnElement[bool] | None = None, url: str | None = None,
-               **values: Any) -> Job:
+               conn: Connection | None = None, **values: Any) -> Job:
     """Move a job to ``target`` if it is in one of ``sources`` (default: every legal one).
 
     ``from_step`` narrows the match to a job at that step, ``where`` by any extra condition.
     ``values`` are extra columns (progress, result, error, lease). Raises IllegalTransition,
     writing nothing, when the job is not in an expected state by the time the UPDATE runs.
+    With ``conn``, it runs inside the caller's transaction (rotation moves a whole batch of
+    jobs in one), which then decides commit or rollback.
     """
     allowed = frozenset(sources) if sources is not None else sources_of(target)
     bad = [s for s in allowed if not is_legal(s, target)]
@@ -154,16 +159,25 @@ def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | N
     if where is not None:
         condition &= where
     changes = _changes(target, step, new_attempt, at, values)
-    with transaction(url) as conn:
-        row = conn.execute(update(jobs).where(condition).values(**changes)
-                           .returning(*jobs.c)).first()
+    with _within(conn, url) as active:
+        row = active.execute(update(jobs).where(condition).values(**changes)
+                             .returning(*jobs.c)).first()
         if row is None:
-            _refuse(conn, job_id, target, allowed, from_step)
+            _refuse(active, job_id, target, allowed, from_step)
         job = Job.from_row(row)
-        previous = _previous_state(conn, job_id, allowed)
-        _event(conn, job_id, previous, target, step=step, attempt=job.attempts, detail=detail,
+        previous = _previous_state(active, job_id, allowed)
+        _event(active, job_id, previous, target, step=step, attempt=job.attempts, detail=detail,
                at=at)
     return job
+
+
+@contextmanager
+def _within(conn: Connection | None, url: str | None) -> Iterator[Connection]:
+    if conn is not None:
+        yield conn
+        return
+    with transaction(url) as own:
+        yield own
 
 
 def _changes(target: JobState, step: str | None, new_attempt: bool, at: datetime,
@@ -212,6 +226,30 @@ def set_progress(job_id: str, percent: float, lease_until: datetime | None = Non
                      .values(**values))
 
 
+def note(job_id: str, detail: str, url: str | None = None) -> None:
+    """Append a remark to the history without changing the job (from = to = its state), e.g.
+    the outcome of a notification."""
+    with transaction(url) as conn:
+        row = conn.execute(select(jobs.c.state, jobs.c.attempts)
+                           .where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id}")
+        _event(conn, job_id, row.state, row.state, step=None, attempt=row.attempts,
+               detail=detail, at=now())
+
+
+def input_names(job_ids: Sequence[str], url: str | None = None) -> dict[str, str]:
+    """Job id -> input name, for many jobs at once."""
+    found: dict[str, str] = {}
+    with transaction(url) as conn:
+        for start in range(0, len(job_ids), 500):
+            chunk = list(job_ids[start:start + 500])
+            rows = conn.execute(select(jobs.c.id, jobs.c.input_name)
+                                .where(jobs.c.id.in_(chunk)))
+            found.update((row.id, row.input_name) for row in rows)
+    return found
+
+
 def get_job(job_id: str, url: str | None = None) -> Job:
     with transaction(url) as conn:
         row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
@@ -230,6 +268,17 @@ def find_job(prefix: str, url: str | None = None) -> Job:
     if len(rows) > 1:
         raise JobNotFound(f"{prefix} matches several jobs; give more of the id")
     return Job.from_row(rows[0])
+
+
+def find_batch(prefix: str, url: str | None = None) -> str:
+    """A batch id from its id or an unambiguous prefix of it."""
+    with transaction(url) as conn:
+        ids = conn.execute(select(batches.c.id).where(
+            batches.c.id.startswith(prefix, autoescape=True)).limit(2)).scalars().all()
+    if len(ids) != 1:
+        raise JobNotFound(f"no job or batch {prefix}" if not ids else
+                          f"{prefix} matches several batches; give more of the id")
+    return ids[0]
 
 
 def list_jobs(state: JobState | None = None, since: datetime | None = None,

@@ -51,8 +51,11 @@ jobs = Table(
     Column("error", JSON),
     Column("task_id", String(200)),
     Column("lease_until", DateTime(timezone=True)),
+    Column("archive_path", String(1024), index=True),
+    Column("archive_sha256", String(64)),
     Index("ix_jobs_state_updated", "state", "updated_at"),
     Index("ix_jobs_state_lease", "state", "lease_until"),
+    Index("ix_jobs_state_finished", "state", "finished_at"),
 )
 
 job_events = Table(
@@ -66,5 +69,86 @@ job_events = Table(
     Column("step", String(16)),
     Column("attempt", Integer, nullable=False, default=0),
     Column("worker", String(255)),
+    Column("detail", Text),
+)
+
+# -- storage rotation and tokens (migration 0004) ----------------------------------------------
+
+TS = DateTime(timezone=True)
+
+rotation_runs = Table(
+    "rotation_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("window_key", String(64), unique=True),
+    Column("trigger", String(16), nullable=False),
+    Column("actor", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("dispatched_at", TS),
+    Column("updated_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("cutoffs", JSON, nullable=False),
+    Column("job_limit", Integer),
+    Column("settings", JSON),
+    Column("planned_jobs", BigInteger, nullable=False, default=0),
+    Column("planned_bytes", BigInteger, nullable=False, default=0),
+    Column("planned_batches", Integer, nullable=False, default=0),
+    Column("jobs_done", BigInteger, nullable=False, default=0),
+    Column("bytes_done", BigInteger, nullable=False, default=0),
+    Column("batches_done", Integer, nullable=False, default=0),
+    Column("batches_failed", Integer, nullable=False, default=0),
+    Column("error", JSON),
+    Column("budget_clock", Float),  # the run's bytes-per-second budget: unix time booked to
+)
+
+rotation_batches = Table(
+    "rotation_batches",
+    metadata,
+    Column("id", String(48), primary_key=True),
+    Column("run_id", String(40), ForeignKey("rotation_runs.id"), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("archive_path", String(1024), nullable=False),
+    Column("archive_sha256", String(64)),
+    Column("jobs", Integer, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("started_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("worker", String(255)),
+    Column("error", Text),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(255)),
+    Column("revoked_at", TS),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False, index=True),
+    Column("action", String(64), nullable=False),
+    Column("actor", String(255)),
+    Column("role", String(16)),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text),
+)
+
+# -- monitoring (migration 0005) ---------------------------------------------------------------
+
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("at", TS, nullable=False),
     Column("detail", Text),
 )

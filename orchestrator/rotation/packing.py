@@ -1,0 +1,266 @@
+"""Archives: a tar.gz of job folders with a manifest of every file's sha256, read back to check.
+
+Why tar.gz from the standard library: one streaming pass writes it (no seeking, so it works on
+any share), gzip compresses the many small, similar text files of a batch together (better than
+zip's per-file deflate), and ``tarfile``/``gzip`` are maintained with Python itself. Restoring a
+job reads its batch's archive up to that job; an archive of a batch is a few MB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from orchestrator.errors import CorruptArchive
+from orchestrator.rotation.throttle import Throttle
+
+MANIFEST_NAME = "MANIFEST.json"
+CHUNK = 1 << 16
+FORMAT = 1
+
+
+@dataclass
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class JobEntry:
+    """One job in an archive: where it came from and every file it held."""
+
+    id: str
+    state: str
+    finished_at: str
+    folder: str | None
+    files: list[FileEntry] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A job to pack, and its folder (None: the job has no folder any more)."""
+
+    id: str
+    state: str
+    finished_at: str
+    folder: Path | None
+
+
+@dataclass
+class Written:
+    part: Path
+    sha256: str
+    size: int
+    jobs: list[JobEntry]
+    manifest: dict[str, Any]
+
+    @property
+    def bytes(self) -> int:
+        return sum(job.bytes for job in self.jobs)
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes and counts what passes through to ``raw``."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest, self.count = raw, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.raw.write(view)
+        self.digest.update(view)
+        self.count += len(view)
+        return len(view)
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream that hashes what is read from ``raw`` (and spends a budget)."""
+
+    def __init__(self, raw: BinaryIO, throttle: Throttle | None = None) -> None:
+        self.raw, self.digest, self.count, self.throttle = raw, hashlib.sha256(), 0, throttle
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        self.count += len(data)
+        if self.throttle is not None:
+            self.throttle.spend(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def _tarinfo(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    # Built by hand: gettarinfo() looks up user and group names for every file, slow on a
+    # network share and of no use to a restore.
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = kind, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    info.size = st.st_size if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """(relative name, path, lstat) of every entry under ``folder``, sorted, links not followed."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in [*dirnames, *sorted(filenames)]:
+            path = Path(dirpath) / name
+            yield path.relative_to(folder).as_posix(), path, os.lstat(path)
+
+
+def _add_job(tar: tarfile.TarFile, source: Source, throttle: Throttle | None) -> JobEntry:
+    entry = JobEntry(source.id, source.state, source.finished_at,
+                     source.folder.parent.name if source.folder else None)
+    root_stat = os.lstat(source.folder) if source.folder else None
+    if root_stat is None:
+        tar.addfile(_empty_dir(source.id))
+        return entry
+    tar.addfile(_tarinfo(source.id, root_stat, tarfile.DIRTYPE))
+    for relative, path, st in _walk(source.folder):  # type: ignore[arg-type]
+        name = f"{source.id}/{relative}"
+        if stat.S_ISDIR(st.st_mode):
+            tar.addfile(_tarinfo(name, st, tarfile.DIRTYPE))
+        elif stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as handle:
+                reader = HashingReader(handle, throttle)
+                tar.addfile(_tarinfo(name, st, tarfile.REGTYPE), reader)
+            entry.files.append(FileEntry(relative, st.st_size, reader.digest.hexdigest()))
+        else:  # links and special files are not data: recorded, never followed
+            entry.skipped.append(relative)
+    return entry
+
+
+def _empty_dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info
+
+
+def write_archive(target: Path, sources: Sequence[Source], header: dict[str, Any], *,
+                  level: int = 6, throttle: Throttle | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Written:
+    """Pack ``sources`` into ``<target's folder>/.<name>.part``, fsynced; not yet verified.
+
+    ``progress(jobs_packed, bytes_packed)`` is called after each job.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.part")
+    jobs: list[JobEntry] = []
+    with open(part, "wb") as raw:
+        writer = _HashingWriter(raw)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=writer, compresslevel=level,
+                           mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
+                                                       format=tarfile.PAX_FORMAT) as tar:
+            packed_bytes = 0
+            for source in sources:
+                jobs.append(_add_job(tar, source, throttle))
+                packed_bytes += jobs[-1].bytes
+                if progress is not None:
+                    progress(len(jobs), packed_bytes)
+            manifest = {**header, "format": FORMAT, "jobs": [asdict(j) for j in jobs]}
+            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            info = tarfile.TarInfo(MANIFEST_NAME)
+            info.size, info.mode, info.mtime = len(body), 0o644, int(header.get("mtime", 0))
+            tar.addfile(info, io.BytesIO(body))
+        raw.flush()
+        os.fsync(raw.fileno())
+    return Written(part, writer.digest.hexdigest(), writer.count, jobs, manifest)
+
+
+def expected_members(jobs: Sequence[JobEntry]) -> dict[str, tuple[int, str]]:
+    return {f"{j.id}/{f.path}": (f.size, f.sha256) for j in jobs for f in j.files}
+
+
+def verify_archive(path: Path, sha256: str, expected: dict[str, tuple[int, str]]) -> None:
+    """Read the archive back: every expected file present with its size and sha256, nothing
+    else, gzip's own CRC intact, and the file's sha256 as written. Raises CorruptArchive."""
+    seen: dict[str, tuple[int, str]] = {}
+    try:
+        with open(path, "rb") as raw:
+            reader = HashingReader(raw)
+            with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
+                for name, size, digest in _members(gz):
+                    seen[name] = (size, digest)
+                while gz.read(CHUNK):  # to the end: gzip checks its CRC and length there
+                    pass
+            reader.drain()
+    except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise CorruptArchive(f"archive {path.name} does not read back: {error}") from None
+    seen.pop(MANIFEST_NAME, None)
+    _compare(path, seen, expected)
+    if reader.digest.hexdigest() != sha256:
+        raise CorruptArchive(f"{path.name}: sha256 {reader.digest.hexdigest()[:16]}… read back, "
+                             f"{sha256[:16]}… written")
+
+
+def _compare(path: Path, seen: dict[str, tuple[int, str]],
+             expected: dict[str, tuple[int, str]]) -> None:
+    missing = sorted(set(expected) - set(seen))
+    extra = sorted(set(seen) - set(expected))
+    changed = sorted(n for n in set(seen) & set(expected) if seen[n] != expected[n])
+    for label, names in (("missing", missing), ("unexpected", extra), ("changed", changed)):
+        if names:
+            raise CorruptArchive(f"{path.name}: {len(names)} member(s) {label}, e.g. {names[0]}")
+
+
+def _members(stream: BinaryIO) -> Iterator[tuple[str, int, str]]:
+    """(name, size, sha256) of every regular file in a tar stream."""
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            handle = tar.extractfile(member)
+            digest, size = hashlib.sha256(), 0
+            while chunk := handle.read(CHUNK):  # type: ignore[union-attr]
+                digest.update(chunk)
+                size += len(chunk)
+            yield member.name, size, digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_path(archive: Path) -> Path:
+    return archive.with_name(archive.name.removesuffix(".tar.gz") + ".manifest.json")
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,48 @@
+"""Removing a job's original folder once its rows say archived.
+
+The folder is first renamed to ``.<job>.removing`` (atomic), then deleted: a crash half-way
+leaves a hidden name that no reader takes for a job, and that the next run deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from orchestrator.paths import Share
+
+#: Where a finished job's folder can be; never processing/.
+FOLDERS = ("completed", "failed", "duplicates")
+
+
+def _doomed(parent: Path, job_id: str) -> Path:
+    return parent / f".{job_id}.removing"
+
+
+def remove_job_folder(share: Share, job_id: str) -> bool:
+    """Remove the job's folder wherever it is (and any half-removed leftover); True if any."""
+    removed = False
+    for name in FOLDERS:
+        parent = share.root / name
+        folder, doomed = parent / job_id, _doomed(parent, job_id)
+        if folder.is_dir() and not folder.is_symlink():
+            with contextlib.suppress(FileNotFoundError):  # another remover was first
+                os.rename(folder, doomed)
+        if doomed.exists():
+            shutil.rmtree(doomed, onerror=_gone_is_fine)
+            removed = True
+    return removed
+
+
+def remove_job_folders(share: Share, job_ids: Iterable[str]) -> int:
+    return sum(remove_job_folder(share, job_id) for job_id in job_ids)
+
+
+def _gone_is_fine(function: object, path: str, exc_info: tuple[type, BaseException, object],
+                  ) -> None:
+    # Two removers racing on one leftover: what the other removed first is not an error.
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
