@@ -58,10 +58,10 @@ def stop_on_signals(event: threading.Event) -> None:
 
 def run_all(orchestrator: Orchestrator, concurrency: int) -> int:
     """Worker + beat as child processes, the watcher in this one, until Ctrl-C or SIGTERM."""
+    from orchestrator.logs import configure as configure_logs
     from orchestrator.watcher import Watcher
 
-    logging.basicConfig(level=orchestrator.settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logs(orchestrator.settings.log_level)  # PIPELINE_LOG_FORMAT: text or json
     settings = orchestrator.settings
     children = [start(worker_command(concurrency)),
                 start(celery_command("beat", "--loglevel", "INFO", "-s",

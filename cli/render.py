@@ -64,6 +64,8 @@ def job_panel(job: Job, folder: str | None) -> Table:
             ("created", _when(job.created_at)), ("finished", _when(job.finished_at)),
             ("folder", folder or ""), ("params", json.dumps(job.params)),
             ("outcome", outcome(job))]
+    if job.archive_path:  # where rotation put it (and, once restored, where it was)
+        rows.append(("archive", f"{job.archive_path} (sha256 {job.archive_sha256})"))
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     return table

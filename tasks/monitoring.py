@@ -1,0 +1,39 @@
+"""Notifications of ended jobs (maintenance queue): deliver, retry with backoff, record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator.celery import app
+from orchestrator.logs import job_context
+from orchestrator.monitoring import notify as notifications
+from orchestrator.settings import get_settings
+from orchestrator.store import jobs as store
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="pipeline.notify", bind=True, ignore_result=True)
+def notify(self: Any, job_id: str, channel: str) -> str:
+    """One channel for one ended job. Its outcome becomes a remark in the job's history;
+    the job itself is never changed, whatever happens here."""
+    settings = get_settings()
+    with job_context(job_id):
+        body = notifications.payload(store.get_job(job_id), settings)
+        attempt = self.request.retries + 1
+        try:
+            outcome = notifications.deliver(channel, body, settings)
+        except notifications.DeliveryError as error:
+            if error.retry and self.request.retries < settings.notify_retries:
+                delay = notifications.backoff(self.request.retries)
+                log.warning("%s notification, attempt %d failed (%s); next in %.1f s",
+                            channel, attempt, error, delay)
+                raise self.retry(countdown=delay, max_retries=settings.notify_retries) from None
+            log.error("%s notification failed after %d attempt(s): %s", channel, attempt, error)
+            store.note(job_id, f"{channel} notification failed after {attempt} attempt(s): "
+                               f"{error}")
+            return "failed"
+        log.info("%s notification delivered: %s", channel, outcome)
+        store.note(job_id, f"notified {channel}: {outcome}")
+        return outcome

@@ -1,0 +1,169 @@
+"""`pipeline flower` against a real worker on Redis: the task list, auth, metrics, a browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.celery import create_app
+from orchestrator.pipeline import Orchestrator
+from orchestrator.settings import reset_settings
+from tests.conftest import REQUIRE, Env, Process
+from tests.support import wait_final
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+USER, PASSWORD = "ops", "flower-test-pass"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Flower:
+    url: str
+    env: Env
+    process: Process
+
+    def get(self, path: str, auth: tuple[str, str] | None = (USER, PASSWORD),
+            ) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path)
+        if auth is not None:
+            token = base64.b64encode(":".join(auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+
+@pytest.fixture
+def flower(servers_env: Env, worker: Any, spawn: Any, monkeypatch: pytest.MonkeyPatch,
+           ) -> Flower:
+    port = free_port()
+    # Given task events on, Flower credentials in the settings, a worker, and `pipeline flower`
+    for key, value in {"PIPELINE_TASK_EVENTS": "true", "PIPELINE_FLOWER_USER": USER,
+                       "PIPELINE_FLOWER_PASSWORD": PASSWORD,
+                       "PIPELINE_FLOWER_PORT": str(port)}.items():
+        servers_env.variables[key] = value
+        monkeypatch.setenv(key, value)
+    reset_settings()
+    worker(servers_env)
+    process = spawn([sys.executable, "-m", "cli.main", "flower"], servers_env, "flower")
+    started = Flower(f"http://127.0.0.1:{port}", servers_env, process)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if started.get("/healthcheck", auth=None)[0] == 200:
+                return started
+        except OSError:
+            pass
+        assert process.proc.poll() is None, process.output()
+        assert time.monotonic() < deadline, process.output()
+        time.sleep(0.2)
+
+
+def run_job(env: Env, sample: Path) -> str:
+    orch = Orchestrator(env.settings, app=create_app(env.settings))
+    job_id = orch.submit(sample, {})
+    wait_final([job_id])
+    return job_id
+
+
+def job_tasks(flower: Flower, job_id: str, count: int = 3) -> dict[str, Any]:
+    """Flower's task list for the job, once it has all ``count`` tasks succeeded."""
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = flower.get("/api/tasks?limit=100")
+        assert status == 200, body
+        mine = {k: v for k, v in json.loads(body).items() if k.startswith(job_id)}
+        if sum(t["state"] == "SUCCESS" for t in mine.values()) >= count:
+            return mine
+        assert time.monotonic() < deadline, mine
+        time.sleep(0.3)
+
+
+def test_flower_lists_a_jobs_tasks_refuses_strangers_and_exports_metrics(flower, sample_csv):
+    # When a job runs through the pipeline
+    job_id = run_job(flower.env, sample_csv)
+    # Then Flower's task list holds its three steps, named by job id and input
+    tasks = job_tasks(flower, job_id)
+    assert sorted(t["name"] for t in tasks.values()) == [
+        "pipeline.archive", "pipeline.optimize", "pipeline.validate"]
+    for task in tasks.values():
+        assert task["uuid"].startswith(f"{job_id}.")
+        assert task["args"] == f"(job={job_id!r}, input={sample_csv.name!r})"
+        assert task["worker"].startswith("w")
+    # And without credentials, or with a wrong password, Flower refuses
+    assert flower.get("/api/tasks", auth=None)[0] == 401
+    assert flower.get("/", auth=None)[0] == 401
+    assert flower.get("/tasks", auth=(USER, "wrong-password"))[0] == 401
+    # And /metrics is Prometheus text with the task counters, task-sent events included
+    status, metrics = flower.get("/metrics", auth=None)
+    assert status == 200 and "# TYPE flower_events_total counter" in metrics
+    for event in ("task-sent", "task-received", "task-started", "task-succeeded"):
+        assert f'flower_events_total{{task="pipeline.validate",type="{event}"' in metrics
+    # And Flower keeps its state in var/ (persistent mode)
+    assert list((flower.env.root / "var").glob("flower.db*"))
+
+
+def _chromedriver() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        message = ("chromium and chromedriver are needed (Debian: apt-get install chromium "
+                   "chromium-driver)")
+        if REQUIRE:
+            pytest.fail(message)
+        pytest.skip(message)
+    return browser, driver
+
+
+def test_a_browser_logs_in_and_sees_the_jobs_tasks(flower, sample_csv, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = _chromedriver()
+    job_id = run_job(flower.env, sample_csv)
+    job_tasks(flower, job_id)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1600,900",
+                 f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    try:
+        # When the browser logs in with the credentials and opens the tasks page
+        host = flower.url.removeprefix("http://")
+        driver.get(f"http://{USER}:{PASSWORD}@{host}/tasks")
+        # Then the task list shows the job's tasks
+        WebDriverWait(driver, 30).until(
+            lambda d: job_id in d.find_element(By.TAG_NAME, "body").text)
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert "pipeline.validate" in text and sample_csv.name in text
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "flower-tasks.png"))
+    finally:
+        driver.quit()
+    assert (ARTIFACTS / "flower-tasks.png").stat().st_size > 10_000
