@@ -1,0 +1,164 @@
+"""``deploy/pipeline.env.example``, generated from the settings themselves so it cannot drift.
+
+    python -m orchestrator.envexample > deploy/pipeline.env.example
+
+Every field of :class:`orchestrator.settings.Settings` is listed with what it means, its
+bounds and its default. A unit test (tests/unit/test_deploy_files.py) fails when a setting is
+missing from the file or has neither a description in settings.py nor a note here.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+from pydantic.fields import FieldInfo
+
+from orchestrator.settings import Settings
+
+#: Meaning of the settings whose Field has no description.
+NOTES: dict[str, str] = {
+    "broker_polling_interval": "seconds between looks at the embedded broker's folder",
+    "scan_interval": "seconds between the watcher's scans of input/",
+    "worker_concurrency": "worker processes (pipeline up, demo; `celery worker -c` overrides)",
+    "prefetch_multiplier": "messages each worker process reserves ahead (1: fair on long steps)",
+    "task_events": "workers send task events; turn on where Flower runs",
+    "log_level": "log level of workers, beat and the watcher",
+    "portfolio_size": "job default: holdings in the portfolio",
+    "objective": "job default: what the optimizer optimizes",
+    "max_weight": "job default: largest weight of one holding",
+    "min_weight": "job default: smallest weight of a holding",
+    "risk_free_rate": "job default: annual risk-free rate (Sharpe ratio)",
+    "max_input_bytes": "larger input files are refused unread; also the most a .csv.gz may "
+                       "expand to",
+    "validate_soft_time_limit": "seconds before the validate step is asked to stop",
+    "validate_time_limit": "seconds before the validate step is killed",
+    "optimize_soft_time_limit": "seconds before the optimize step is asked to stop",
+    "optimize_time_limit": "seconds before the optimize step is killed",
+    "archive_soft_time_limit": "seconds before the archive step is asked to stop",
+    "archive_time_limit": "seconds before the archive step is killed",
+    "worker_max_tasks_per_child": "a worker process is replaced after this many tasks",
+    "result_expires_seconds": "result backend entries expire after this",
+    "retention_days_completed": "retention of completed jobs; default PIPELINE_RETENTION_DAYS",
+    "retention_days_failed": "retention of failed jobs; default PIPELINE_RETENTION_DAYS",
+    "retention_days_cancelled": "retention of cancelled jobs; default PIPELINE_RETENTION_DAYS",
+    "rotation_compress_level": "gzip level of rotation archives",
+    "flower_port": "Flower's port",
+    "flower_user": "Flower basic auth user (with PIPELINE_FLOWER_PASSWORD)",
+    "flower_password": "Flower basic auth password; prefer PIPELINE_FLOWER_PASSWORD_FILE",
+    "webhook_url": "notify failures to this URL (Slack, Teams, any JSON endpoint)",
+    "smtp_host": "mail server for failure notices; unset: no mail",
+    "smtp_port": "mail server port",
+    "smtp_user": "mail server user",
+    "smtp_password": "mail server password",
+    "smtp_from": "sender of failure notices",
+    "smtp_to": "recipients of failure notices, comma separated",
+    "smtp_starttls": "use STARTTLS with the mail server",
+    "health_min_workers": "`pipeline health` is unhealthy with fewer workers answering",
+}
+
+#: Sections, by the first setting of each (in the order settings.py declares them).
+SECTIONS: dict[str, str] = {
+    "share_dir": "Share and servers (the same on every host)",
+    "broker_polling_interval": "Watcher and workers",
+    "portfolio_size": "Job defaults (a job file or `pipeline submit` options override them)",
+    "max_gap_days": "Validation of price files",
+    "validate_soft_time_limit": "Time limits, retries, recovery",
+    "retention_days": "Storage rotation",
+    "auth": "Access tokens for the CLI",
+    "security_key": "Signed task messages, TLS, secrets from files (deploy/README.md)",
+    "log_format": "Monitoring: logs, Flower, notifications, health",
+}
+
+#: Values set (not commented out) in the example: what a multi-host installation changes.
+DEPLOY_VALUES: dict[str, str] = {
+    "share_dir": "/srv/pipeline/share",
+    "var_dir": "/var/lib/pipeline",
+}
+
+HEADER = """\
+# Pipeline Orchestrator: every setting, as environment variables.
+#
+# Generated from orchestrator/settings.py by
+#     python -m orchestrator.envexample > deploy/pipeline.env.example
+# Do not edit by hand: change the setting's description in settings.py and regenerate.
+#
+# Copy to /etc/pipeline/pipeline.env (systemd: EnvironmentFile=) or deploy/pipeline.env
+# (compose: env_file:). The same file serves every role on every host; what differs per role
+# (its signing key) is set in the unit or the compose service. Lines starting with '#' show
+# the default; uncomment to change it. Secrets: never here. Put them in files; the compose
+# file and the systemd units point the *_FILE settings at them (compose: /run/secrets/NAME,
+# systemd: LoadCredential= and %d/NAME), and a value set here would override the units'.
+"""
+
+
+def describe(name: str, field: FieldInfo) -> str:
+    """What the setting means, from settings.py or NOTES; '' when neither says."""
+    return field.description or NOTES.get(name, "")
+
+
+def render() -> str:
+    lines = [HEADER]
+    for name, field in Settings.model_fields.items():
+        if name in SECTIONS:
+            lines.append(f"\n# ==== {SECTIONS[name]}\n")
+        variable = f"PIPELINE_{name.upper()}"
+        lines.append(f"# {variable}: {describe(name, field)}.")
+        allowed = _allowed(field)
+        if allowed:
+            lines.append(f"#   {allowed}")
+        default = _default(field)
+        if name in DEPLOY_VALUES:
+            lines.append(f"#   default: {default or 'unset'}")
+            lines.append(f"{variable}={DEPLOY_VALUES[name]}")
+        elif default:
+            lines.append(f"#{variable}={default}")
+        else:
+            lines.append(f"#   default: unset\n#{variable}=")
+    return "\n".join(lines) + "\n"
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.default
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _allowed(field: FieldInfo) -> str:
+    """The values the setting takes: choices, bounds, pattern."""
+    choices = _choices(field.annotation)
+    if choices:
+        return "one of: " + ", ".join(choices)
+    parts = []
+    for item in field.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="),
+                           ("min_length", "length >="), ("pattern", "matches")):
+            bound = getattr(item, attr, None)
+            if bound is not None:
+                parts.append(f"{sign} {bound}")
+    kind = _kind(field.annotation)
+    return f"{kind}{' ' + ', '.join(parts) if parts else ''}" if kind else ", ".join(parts)
+
+
+def _choices(annotation: object) -> list[str]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    return []
+
+
+def _kind(annotation: object) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    names = {int: "integer", float: "number", bool: "true or false", Path: "path"}
+    first = args[0]
+    if getattr(first, "__name__", "") == "SecretStr":
+        return "secret text"
+    return names.get(first, "")  # type: ignore[call-overload]
+
+
+if __name__ == "__main__":
+    print(render(), end="")
