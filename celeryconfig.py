@@ -11,7 +11,8 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from orchestrator import results, transport
+from orchestrator import results, security, transport
+from orchestrator.rotation.schedule import beat_entries as rotation_beat
 from orchestrator.settings import STEPS, Settings, get_settings
 
 QUEUE_NAMES = ("validate", "optimize", "archive", "maintenance")
@@ -24,7 +25,9 @@ ROUTES = {
 
 
 def build(s: Settings) -> dict[str, Any]:
-    return {**_connections(s), **_delivery(s), **_serialization(), **_beat(s)}
+    # Signing replaces the task serializer; TLS adds certificate checks (deploy/README.md).
+    return {**_connections(s), **_delivery(s), **_serialization(), **_beat(s),
+            **security.signing_conf(s), **security.tls_conf(s)}
 
 
 def _connections(s: Settings) -> dict[str, Any]:
@@ -87,6 +90,7 @@ def _beat(s: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "recover-stuck-jobs": {"task": "pipeline.recover_stuck",
                                    "schedule": float(s.recovery_interval)},
+            **rotation_beat(s.rotation_schedule),
         },
         "beat_schedule_filename": str(s.var_dir / "celerybeat-schedule"),
     }

@@ -15,8 +15,11 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from cli import render
+from cli.auth import requires
 from cli.exit_codes import Exit, epilog, for_error
-from orchestrator.errors import ConfigError, PipelineError
+from orchestrator.auth import Role
+from orchestrator.errors import ConfigError, JobNotFound, PipelineError
+from orchestrator.optimizer.request import OBJECTIVES
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, STEPS, JobState
 
@@ -63,14 +66,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @pipeline.command(epilog=epilog())
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--size", "portfolio_size", type=click.IntRange(10, 100), help="Holdings (10-100).")
-@click.option("--objective", type=click.Choice(["min_volatility", "max_sharpe"]))
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)))
 @click.option("--max-weight", type=click.FloatRange(0, 1, min_open=True))
 @click.option("--min-weight", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--risk-free-rate", type=float)
+@click.option("--target-volatility", type=float, help="Annual, for efficient_risk.")
+@click.option("--target-return", type=float, help="Annual, for efficient_return.")
 @click.option("--batch", is_flag=True, help="Submit the files as one batch (a folder always is).")
 @click.option("--wait", is_flag=True, help="Wait for the jobs to end; exit 7 if one failed.")
+@click.option("--force", is_flag=True,
+              help="Run even if the same input and parameters ran within PIPELINE_DEDUPE_WINDOW.")
 @json_option
-def submit(files: tuple[Path, ...], batch: bool, wait: bool, as_json: bool,
+@requires(Role.SUBMITTER)
+def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_json: bool,
            **options: Any) -> None:
     """Submit price files (CSV) or job files (JSON). A folder is submitted as one batch.
 
@@ -78,10 +86,10 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, as_json: bool,
     """
     params = {k: v for k, v in options.items() if v is not None}
     orch = orchestrator()
-    job_ids, batch_ids = _submit(orch, files, params, batch)
+    job_ids, batch_ids = _submit(orch, files, params, batch, dedupe=not force)
     if not as_json:
         for job_id in job_ids:
-            click.echo(f"submitted job {job_id}")
+            click.echo(_submitted(job_id))
         for batch_id in batch_ids:
             click.echo(f"submitted batch {batch_id}")
     members = job_ids + [j.id for b in batch_ids for j in store.list_jobs(batch_id=b,
@@ -96,20 +104,24 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, as_json: bool,
 
 
 def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,
-            ) -> tuple[list[str], list[str]]:
+            dedupe: bool) -> tuple[list[str], list[str]]:
+    from orchestrator.watch.jobrefs import batch_members
+
     folders = [f for f in files if f.is_dir()]
     singles = [f for f in files if f.is_file()]
-    batch_ids = [orch.submit_batch(_batch_files(d), params, name=d.name) for d in folders]
+    batch_ids = [orch.submit_batch(batch_members(d), params, name=d.name, dedupe=dedupe)
+                 for d in folders]
     if batch and singles:
-        return [], [*batch_ids, orch.submit_batch(singles, params)]
-    return [orch.submit(f, params) for f in singles], batch_ids
+        return [], [*batch_ids, orch.submit_batch(singles, params, dedupe=dedupe)]
+    return [orch.submit(f, params, dedupe=dedupe) for f in singles], batch_ids
 
 
-def _batch_files(folder: Path) -> list[Path]:
-    from orchestrator.paths import is_temporary
-
-    return sorted(p for p in folder.iterdir() if p.is_file() and not is_temporary(p.name)
-                  and p.suffix.lower() in (".csv", ".json"))
+def _submitted(job_id: str) -> str:
+    """One line per job; a duplicate says which job it repeats and how to run it anyway."""
+    job = store.get_job(job_id)
+    if job.state is JobState.CANCELLED and (job.error or {}).get("type") == "DuplicateInput":
+        return f"job {job_id} not run: {job.error['message']}"  # type: ignore[index]
+    return f"submitted job {job_id}"
 
 
 def _wait(job_ids: list[str], quiet: bool) -> list[store.Job]:
@@ -132,21 +144,24 @@ def _wait(job_ids: list[str], quiet: bool) -> list[store.Job]:
 
 @pipeline.command(epilog=epilog())
 @click.argument("job")
+@click.option("--follow", is_flag=True,
+              help="Live progress until the end; exit 0 if completed, 7 if failed/cancelled.")
+@click.option("--interval", type=click.FloatRange(0.05, 60), default=0.25, show_default=True,
+              help="Seconds between looks with --follow.")
 @json_option
-def status(job: str, as_json: bool) -> None:
-    """Show one job (an id or a unique prefix of it). Example: pipeline status 3f2a"""
-    orch = orchestrator()
-    found = store.find_job(job)
-    folder = orch.share.locate(found.id)
-    if as_json:
-        render.emit_json({**found.to_dict(), "folder": str(folder) if folder else None})
-    else:
-        render.console.print(render.job_panel(found, str(folder) if folder else None))
+@requires(Role.VIEWER)
+def status(job: str, follow: bool, interval: float, as_json: bool) -> None:
+    """Show one job or batch (an id or a unique prefix of it). Example: pipeline status 3f2a"""
+    from cli.monitor import show_status
+
+    orchestrator()
+    show_status(job, follow, interval, as_json)
 
 
 @pipeline.command(epilog=epilog())
 @click.argument("job")
 @json_option
+@requires(Role.VIEWER)
 def history(job: str, as_json: bool) -> None:
     """Every state change of a job, with its time. Example: pipeline history 3f2a"""
     orchestrator()
@@ -164,6 +179,7 @@ def history(job: str, as_json: bool) -> None:
 @click.option("--since", help="Only jobs created since: 30m, 12h, 7d or an ISO date.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @json_option
+@requires(Role.VIEWER)
 def list_(state: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first. Example: pipeline list --state failed --since 1d"""
     orchestrator()
@@ -193,32 +209,61 @@ def _since(text: str | None) -> datetime | None:
 @pipeline.command(epilog=epilog())
 @click.argument("job")
 @click.option("--from-step", type=click.Choice(STEPS), help="Default: the step that failed.")
+@requires(Role.OPERATOR)
 def retry(job: str, from_step: str | None) -> None:
-    """Run a failed or cancelled job again. Example: pipeline retry 3f2a --from-step optimize"""
+    """Run a failed or cancelled job (or every one of a batch) again.
+
+    Example: pipeline retry 3f2a --from-step optimize
+    """
+    from orchestrator.pipeline import retry_batch
+
     orch = orchestrator()
-    queued = orch.retry(store.find_job(job).id, from_step)
-    click.echo(f"job {queued.id} queued again (attempt {queued.attempts + 1})")
+    found = _job_or_batch(job)
+    if isinstance(found, store.Job):
+        queued = orch.retry(found.id, from_step)
+        click.echo(f"job {queued.id} queued again (attempt {queued.attempts + 1})")
+    else:
+        click.echo(f"batch {found}: {len(retry_batch(orch, found))} jobs queued again")
 
 
 @pipeline.command(epilog=epilog())
 @click.argument("job")
+@requires(Role.OPERATOR)
 def cancel(job: str) -> None:
-    """Cancel a pending, queued or running job. Example: pipeline cancel 3f2a"""
+    """Cancel a pending, queued or running job, or every unfinished job of a batch.
+
+    Example: pipeline cancel 3f2a
+    """
+    from orchestrator.pipeline import cancel_batch
+
     orch = orchestrator()
-    cancelled = orch.cancel(store.find_job(job).id)
-    click.echo(f"job {cancelled.id} cancelled")
+    found = _job_or_batch(job)
+    if isinstance(found, store.Job):
+        click.echo(f"job {orch.cancel(found.id).id} cancelled")
+    else:
+        click.echo(f"batch {found}: {len(cancel_batch(orch, found))} jobs cancelled")
+
+
+def _job_or_batch(prefix: str) -> store.Job | str:
+    try:
+        return store.find_job(prefix)
+    except JobNotFound:
+        return store.find_batch(prefix)
 
 
 # -- running -------------------------------------------------------------------------------
 
 @pipeline.command(epilog=epilog())
 @click.option("--interval", type=float, help="Seconds between scans (PIPELINE_SCAN_INTERVAL).")
+@requires(Role.OPERATOR)
 def watch(interval: float | None) -> None:
     """Watch <share>/input/ and submit each complete file. Stop with Ctrl-C or SIGTERM."""
     from cli.processes import stop_on_signals
+    from orchestrator.logs import configure as configure_logs
     from orchestrator.watcher import Watcher
 
     orch = orchestrator()
+    configure_logs(orch.settings.log_level)  # PIPELINE_LOG_FORMAT: text or json
     stop = threading.Event()
     stop_on_signals(stop)
     Watcher(orch).run(stop, interval or orch.settings.scan_interval)
@@ -226,6 +271,7 @@ def watch(interval: float | None) -> None:
 
 @pipeline.command(epilog=epilog())
 @click.option("--concurrency", type=int, help="Worker processes (PIPELINE_WORKER_CONCURRENCY).")
+@requires(Role.OPERATOR)
 def up(concurrency: int | None) -> None:
     """Run a worker, beat and the watcher together (one machine). Ctrl-C stops them all."""
     from cli.processes import run_all
@@ -236,6 +282,7 @@ def up(concurrency: int | None) -> None:
 
 @pipeline.command(epilog=epilog())
 @click.option("--jobs", "count", default=4, show_default=True, type=click.IntRange(1, 50))
+@requires(Role.SUBMITTER)
 def demo(count: int) -> None:
     """Put sample jobs through the real pipeline (a worker is started for the demo)."""
     from cli.demo import run_demo
@@ -245,6 +292,7 @@ def demo(count: int) -> None:
 
 @pipeline.command(epilog=epilog())
 @json_option
+@requires(Role.VIEWER)
 def config(as_json: bool) -> None:
     """Show the settings in force (passwords masked)."""
     from orchestrator.settings import get_settings
@@ -263,10 +311,24 @@ def db() -> None:
 
 
 @db.command()
+@requires(Role.ADMIN)
 def upgrade() -> None:
     """Create or migrate the schema to the newest revision (run before new workers start)."""
     orchestrator()
     click.echo("database schema is current")
+
+
+from cli.auth import audit, token  # noqa: E402 - registered after the group exists
+from cli.keys import keys  # noqa: E402 - lab key material (signed messages, TLS)
+from cli.monitor import exporter, flower, health, stats  # noqa: E402
+from cli.rotate import restore, rotate, rotations  # noqa: E402
+
+pipeline.add_command(keys)
+for _command in (flower, stats, exporter, health):
+    pipeline.add_command(_command)
+
+for _command in (rotate, restore, rotations, token, audit):
+    pipeline.add_command(_command)
 
 
 def main() -> None:  # console script: settings errors exit 3

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from celery import Celery, signals
 
-from orchestrator import results, transport
+from orchestrator import logs as _logs  # noqa: F401 - connects the logging signals
+from orchestrator import redis_broker, results, security, transport
+from orchestrator.monitoring import heartbeat as _heartbeat  # noqa: F401 - beat's ticks
 from orchestrator.settings import Settings, get_settings
 
 transport.register()
 results.register()
+redis_broker.register()
 
-TASK_MODULES = ("tasks.steps", "tasks.batch", "tasks.maintenance")
+TASK_MODULES = ("tasks.steps", "tasks.batch", "tasks.maintenance", "tasks.rotation",
+                "tasks.monitoring")
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -22,6 +26,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     created = Celery("orchestrator", set_as_current=False)
     created.config_from_object(celeryconfig.build(settings))
     created.conf.imports = TASK_MODULES
+    if settings.signing:
+        security.enable_signing(created)
     return created
 
 
@@ -34,6 +40,13 @@ def _schema_current(**_: object) -> None:
     from orchestrator.store.db import migrate
 
     migrate()
+
+
+@signals.worker_process_shutdown.connect
+def _flush_statement_counts(**_: object) -> None:
+    from orchestrator.store.db import flush_statement_counts
+
+    flush_statement_counts()
 
 
 @signals.beat_init.connect

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.errors import IllegalTransition, PipelineError
+from orchestrator.monitoring import notify
 from orchestrator.paths import Share, write_json
 from orchestrator.store import jobs as store
 from orchestrator.store.states import STEPS, JobState
@@ -43,12 +44,13 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
     lease = {"task_id": task_id, "lease_until": at + timedelta(seconds=lease_seconds),
              "progress": STEP_START[step]}
     index = STEPS.index(step)
+    after_previous = [({S.PROCESSING}, STEPS[index - 1], False, None, None)] if index else []
+    from_queue = ({S.QUEUED}, None, True, None, None)
+    redelivery = ({S.PROCESSING}, step, True, "redelivered: the step runs again",
+                  (jobs.c.task_id == task_id) | (jobs.c.lease_until < at))
+    # The likely way first: each miss costs a transaction.
     ways: list[tuple[set[JobState], str | None, bool, str | None, Any]] = [
-        ({S.QUEUED}, None, True, None, None)]
-    if index:
-        ways.append(({S.PROCESSING}, STEPS[index - 1], False, None, None))
-    ways.append(({S.PROCESSING}, step, True, "redelivered: the step runs again",
-                 (jobs.c.task_id == task_id) | (jobs.c.lease_until < at)))
+        *after_previous, from_queue, redelivery]
     for sources, from_step, new_attempt, detail, where in ways:
         try:
             job = store.transition(job_id, S.PROCESSING, sources=sources, step=step,
@@ -80,6 +82,7 @@ def complete(share: Share, job_id: str, result: dict[str, object]) -> bool:
     except IllegalTransition as refused:
         log.warning("job %s not completed: %s", job_id, refused)
         return False
+    notify.job_ended(job_id)
     return True
 
 
@@ -93,7 +96,10 @@ def fail(share: Share, job_id: str, step: str | None, error: PipelineError | Bas
     payload = _error_payload(step, error)
     folder = share.locate(job_id)
     if folder is not None:
-        write_json(folder / "error.json", payload)
+        try:
+            write_json(folder / "error.json", payload)
+        except OSError as unwritten:  # e.g. the disk is full: the row still records why
+            log.error("job %s: error.json not written: %s", job_id, unwritten)
         share.move_job(job_id, "failed")
     try:
         store.transition(job_id, S.FAILED, sources=active, step=step,
@@ -101,6 +107,7 @@ def fail(share: Share, job_id: str, step: str | None, error: PipelineError | Bas
     except IllegalTransition as refused:
         log.warning("job %s: failure not recorded: %s", job_id, refused)
         return False
+    notify.job_ended(job_id)
     return True
 
 

@@ -7,16 +7,19 @@ embedded setup: broker, result backend and status database as local files under 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator import secretfiles
 from orchestrator.errors import ConfigError
 
-Objective = Literal["min_volatility", "max_sharpe"]
+Objective = Literal["min_volatility", "max_sharpe", "efficient_risk", "efficient_return",
+                    "risk_parity"]
 #: The pipeline's steps, in order (kept here so settings need no other module).
 STEPS: tuple[str, ...] = ("validate", "optimize", "archive")
 
@@ -32,10 +35,19 @@ class Settings(BaseSettings):
 
     broker_polling_interval: float = Field(0.02, gt=0, le=5)
     scan_interval: float = Field(1.0, gt=0, le=3600)
+    watch_mode: Literal["auto", "events", "polling"] = Field(
+        "auto", description="auto: polling on network filesystems, else events")
+    settle_seconds: float = Field(1.0, ge=0, le=3600, description="still this long = complete")
+    job_file_wait: float = Field(60.0, ge=0, le=86_400, description="a job file waits for its CSV")
+    dedupe_window: float = Field(7 * 86_400.0, ge=0, description="seconds, or 30m/12h/7d; 0 off")
+    max_queued: int = Field(5000, ge=1, description="the watcher stops claiming above this")
     worker_concurrency: int = Field(2, ge=1, le=256)
     prefetch_multiplier: int = Field(1, ge=1, le=128)
     task_events: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    db_synchronous_commit: bool = Field(True, description="PostgreSQL: wait for the WAL flush")
+    step_work: Literal["real", "noop"] = Field(
+        "real", description="noop: steps do no work; for benchmarks of the orchestration itself")
 
     portfolio_size: int = Field(20, ge=10, le=100)
     objective: Objective = "min_volatility"
@@ -62,6 +74,116 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int = Field(1000, ge=1)
     worker_max_memory_per_child: int = Field(1_000_000, ge=10_000, description="KiB")
     result_expires_seconds: int = Field(86_400, gt=0)
+
+    # Storage rotation (orchestrator/rotation/) and tokens (orchestrator/auth.py).
+    retention_days: int = Field(30, ge=1, le=36_500, description="finished jobs kept this long")
+    retention_days_completed: int | None = Field(None, ge=1, le=36_500)
+    retention_days_failed: int | None = Field(None, ge=1, le=36_500)
+    retention_days_cancelled: int | None = Field(None, ge=1, le=36_500)
+    rotation_batch_size: int = Field(500, ge=1, le=10_000, description="jobs per archive")
+    rotation_concurrency: int = Field(1, ge=1, le=64, description="batches at once (lanes)")
+    rotation_bytes_per_second: int = Field(20_000_000, ge=0, description="budget; 0 = none")
+    rotation_task_rate_limit: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?/[smh]$", description="Celery rate_limit, e.g. 30/m")
+    rotation_schedule: str = Field("0 3 * * *", description="cron (UTC) or 'off'")
+    rotation_time_limit: int = Field(3600, ge=10, le=86_400, description="seconds per batch")
+    rotation_compress_level: int = Field(6, ge=1, le=9)
+    history_retention_days: int | None = Field(
+        None, ge=1, description="prune old history of archived jobs and results; off if unset")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: open until the first token exists")
+    auth_viewers: Literal["open", "token"] = Field("open", description="read commands")
+
+    # Many machines (deploy/README.md): message signing, TLS, secrets read from files.
+    security_key: Path | None = Field(
+        None, description="this role's private key (PEM); with the two below, signs messages")
+    security_certificate: Path | None = Field(None, description="this role's certificate (PEM)")
+    security_cert_store: Path | None = Field(
+        None, description="folder of the certificates allowed to sign (every role's)")
+    security_key_password: SecretStr | None = Field(None, description="the key's passphrase")
+    tls_ca_file: Path | None = Field(
+        None, description="CA bundle for rediss:// and amqps://; default: the system's")
+    tls_cert_file: Path | None = Field(None, description="client certificate, if the broker asks")
+    tls_key_file: Path | None = Field(None, description="client certificate's key")
+    broker_url_file: Path | None = Field(None, description="file holding PIPELINE_BROKER_URL")
+    result_backend_file: Path | None = Field(
+        None, description="file holding PIPELINE_RESULT_BACKEND")
+    database_url_file: Path | None = Field(None, description="file holding PIPELINE_DATABASE_URL")
+    flower_password_file: Path | None = Field(
+        None, description="file holding PIPELINE_FLOWER_PASSWORD")
+    security_key_password_file: Path | None = Field(
+        None, description="file holding PIPELINE_SECURITY_KEY_PASSWORD")
+
+    @field_validator("broker_url_file", "result_backend_file", "database_url_file",
+                     "flower_password_file", "security_key_password_file", "security_key",
+                     "security_certificate", "security_cert_store", "tls_ca_file",
+                     "tls_cert_file", "tls_key_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and value.expanduser().is_dir():
+            return value.expanduser().absolute()  # the certificate store is a folder
+        return secretfiles.check_readable(value)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        secretfiles.fill_from_files(self)
+        given = [self.security_key, self.security_certificate, self.security_cert_store]
+        if any(given) and not all(given):
+            raise ValueError("message signing needs all three of PIPELINE_SECURITY_KEY, "
+                             "PIPELINE_SECURITY_CERTIFICATE and PIPELINE_SECURITY_CERT_STORE")
+        return self
+
+    @property
+    def signing(self) -> bool:
+        """Task messages are signed and only signed ones are accepted (Celery's auth)."""
+        return self.security_key is not None
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, object]]:
+        # repr() and str() show settings in logs and tracebacks: never a URL's password.
+        for key, value in super().__repr_args__():
+            if key in SECRET_FIELDS and value:
+                yield key, "***"
+            else:
+                yield key, mask_passwords(value) if isinstance(value, str) else value
+
+    # Monitoring: logs, Flower, notifications, health (orchestrator/monitoring/, cli/monitor.py).
+    log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
+    flower_address: str = Field("127.0.0.1", min_length=1, description="Flower binds here")
+    flower_port: int = Field(5555, ge=1, le=65_535)
+    flower_user: str | None = Field(None, pattern=r"^[^:,]+$")
+    flower_password: str | None = Field(None, min_length=8, pattern=r"^[^,]+$")
+    flower_basic_auth: str | None = Field(
+        None, pattern=r"^[^:,]+:[^,]+(,[^:,]+:[^,]+)*$", description="user:password[,...]")
+    webhook_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    webhook_timeout: float = Field(5.0, gt=0, le=120, description="seconds per attempt")
+    notify_retries: int = Field(5, ge=0, le=50, description="webhook/email attempts after one")
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65_535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = Field("pipeline@localhost", pattern=r"^\S+@\S+$")
+    smtp_to: str | None = Field(None, pattern=r"^\S+@\S+(\s*,\s*\S+@\S+)*$")
+    smtp_starttls: bool = False
+    health_min_free_mb: int = Field(500, ge=0, description="share free space below: unhealthy")
+    health_min_workers: int = Field(1, ge=0, le=10_000)
+
+    @field_validator("rotation_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from orchestrator.rotation.schedule import parse_cron
+
+        parse_cron(value)  # raises ValueError with the reason
+        return value
+
+    def retention(self) -> dict[str, int]:
+        """Days of retention per final state that rotates."""
+        return {state: getattr(self, f"retention_days_{state}") or self.retention_days
+                for state in ("completed", "failed", "cancelled")}
+
+    @field_validator("dedupe_window", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("share_dir", "var_dir")
     @classmethod
@@ -109,26 +231,52 @@ class Settings(BaseSettings):
         return self.var_dir / "broker"
 
     def public_dict(self) -> dict[str, object]:
-        """Settings as shown to people: the password of every URL masked."""
-        return {key: mask_passwords(str(value)) if isinstance(value, str | Path) else value
-                for key, value in self.model_dump().items()}
+        """Settings as shown to people: the password of every URL masked, secrets hidden."""
+        shown = {key: mask_passwords(str(value)) if isinstance(value, str | Path) else value
+                 for key, value in self.model_dump().items()}
+        for key in SECRET_FIELDS:
+            if shown.get(key):
+                shown[key] = "***"
+        if self.webhook_url:  # a webhook's path is often its secret (Slack, Teams)
+            shown["webhook_url"] = re.sub(r"^(https?://[^/]+).*$", r"\1/***", self.webhook_url)
+        return shown
+
+
+SECRET_FIELDS = ("flower_password", "flower_basic_auth", "smtp_password", "security_key_password")
 
 
 def mask_passwords(text: str) -> str:
     """``scheme://user:secret@host`` -> ``scheme://user:***@host``, for each URL in ``text``
-    (kombu accepts several, separated by ``;``)."""
-    return _USERINFO.sub(r"\1***@", text)
+    (kombu accepts several, separated by ``;``); also ``?password=secret`` (libpq, psycopg)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 _USERINFO = re.compile(r"(://[^/@;:\s]*:)[^@;\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass)=)[^&;\s]*", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float | str:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` as seconds; anything else is left for the
+    field's own validation to refuse with its message."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        return text
 
 
 def explain(error: ValidationError) -> str:
     """One line per bad value, naming the environment variable and the reason."""
     lines = []
     for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "?"
-        lines.append(f"PIPELINE_{field.upper()}={item.get('input')!r}: {item['msg']}")
+        if not item["loc"]:  # a rule across settings: its input is every value, secrets too
+            lines.append(item["msg"].removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in item["loc"])
+        shown = "***" if field in SECRET_FIELDS else mask_passwords(repr(item.get("input")))
+        lines.append(f"PIPELINE_{field.upper()}={shown}: {item['msg']}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ its summary.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 from datetime import timedelta
@@ -23,8 +24,11 @@ from sqlalchemy.exc import DBAPIError
 
 from orchestrator import lifecycle
 from orchestrator.errors import DataError, TransientError
+from orchestrator.faults import fault_point
 from orchestrator.jobspec import JobParams
+from orchestrator.logs import job_context
 from orchestrator.messages import JobMessage
+from orchestrator.monitoring import progress as progress_meta
 from orchestrator.paths import Share
 from orchestrator.settings import get_settings
 from orchestrator.steps.run import StepContext
@@ -34,6 +38,13 @@ log = logging.getLogger(__name__)
 
 TRANSIENT = (TransientError, ConnectionError, TimeoutError)
 OUTAGE = (DBAPIError, BrokerError)
+#: A full or failing disk passes (space is freed, the mount returns): retried, not failed.
+PASSING_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE})
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT) or (
+        isinstance(error, OSError) and error.errno in PASSING_OS_ERRORS)
 
 
 def backoff(retries: int) -> float:
@@ -51,14 +62,16 @@ class StepTask(Task):
         message = JobMessage.decode(payload)
         if message.outcome != "ok":
             return message.encode()
-        try:
-            return self._deliver(message).encode()
-        except OUTAGE as error:
-            delay = backoff(self.request.retries)
-            log.warning("job %s: %s unavailable, delivery retried in %.1f s: %s",
-                        message.job_id, type(error).__name__, delay, str(error).splitlines()[0])
-            raise self.retry(exc=error, countdown=delay,
-                             max_retries=get_settings().outage_retries) from None
+        with job_context(message.job_id, self.step):  # every log line names job and step
+            try:
+                return self._deliver(message).encode()
+            except OUTAGE as error:
+                delay = backoff(self.request.retries)
+                log.warning("job %s: %s unavailable, delivery retried in %.1f s: %s",
+                            message.job_id, type(error).__name__, delay,
+                            str(error).splitlines()[0])
+                raise self.retry(exc=error, countdown=delay,
+                                 max_retries=get_settings().outage_retries) from None
 
     def _deliver(self, message: JobMessage) -> JobMessage:
         settings = get_settings()
@@ -68,6 +81,7 @@ class StepTask(Task):
             return message.ended("cancelled")
         started = perf_counter()
         outcome = self._guarded(self._context(begun.job, lease), message)
+        progress_meta.finished(self, outcome.outcome)
         return outcome.with_metrics(**{f"{self.step}_seconds": round(perf_counter() - started, 4)})
 
     def _context(self, job: store.Job, lease: float) -> StepContext:
@@ -76,12 +90,21 @@ class StepTask(Task):
         return StepContext(
             job_id=job.id, folder=share.locate(job.id) or share.job_dir(job.id),
             params=JobParams(**job.params), settings=settings,
-            progress=lambda f: lifecycle.report_progress(job.id, self.step, f, lease),
+            progress=lambda f: self._progress(job.id, f, lease),
+            input_name=job.input_name,
         )
+
+    def _progress(self, job_id: str, fraction: float, lease: float) -> None:
+        """On the job row (renewing the lease), and as Celery task state meta."""
+        lifecycle.report_progress(job_id, self.step, fraction, lease)
+        progress_meta.report(self, job_id, self.step, fraction)
 
     def _guarded(self, ctx: StepContext, message: JobMessage) -> JobMessage:
         try:
-            return message.with_metrics(**self.run(ctx, message))
+            fault_point(self.step, ctx.input_name)
+            metrics = {} if ctx.settings.step_work == "noop" else self.run(ctx, message)
+            self.finish(ctx, metrics)
+            return message.with_metrics(**metrics)
         except (Retry, *OUTAGE):
             raise
         except DataError as error:
@@ -89,9 +112,9 @@ class StepTask(Task):
         except SoftTimeLimitExceeded:
             soft, _hard = ctx.settings.time_limits(self.step)
             return self._failed(ctx, message, TimeoutError(f"took longer than {soft} s"))
-        except TRANSIENT as error:
-            return self._retry_or_fail(ctx, message, error)
         except Exception as error:
+            if is_transient(error):
+                return self._retry_or_fail(ctx, message, error)
             log.exception("job %s: step %s crashed", ctx.job_id, self.step)
             return self._failed(ctx, message, error)
 
@@ -113,3 +136,6 @@ class StepTask(Task):
 
     def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
         raise NotImplementedError
+
+    def finish(self, ctx: StepContext, metrics: dict[str, Any]) -> None:
+        """After the work: the last step ends the job here (also when the work is a no-op)."""

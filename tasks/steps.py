@@ -13,7 +13,7 @@ from orchestrator.settings import get_settings
 from orchestrator.steps import run as steps
 from orchestrator.steps.run import StepContext
 from orchestrator.store import jobs as store
-from tasks.base import StepTask
+from tasks.base import OUTAGE, StepTask
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,10 @@ class Archive(StepTask):
         job = store.get_job(ctx.job_id)
         header = {"job_id": job.id, "input": job.input_name, "params": job.params,
                   "timings": message.metrics, "created_at": job.created_at.isoformat()}
-        result = steps.run_archive(ctx, header)
-        lifecycle.complete(ctx.share, ctx.job_id, result)
-        return result
+        return steps.run_archive(ctx, header)
+
+    def finish(self, ctx: StepContext, metrics: dict[str, Any]) -> None:
+        lifecycle.complete(ctx.share, ctx.job_id, metrics)
 
 
 validate = app.register_task(Validate())
@@ -58,5 +59,11 @@ def record_crash(request: Any, exc: BaseException, traceback: Any) -> None:
     payload = request.args[0] if request.args else {}
     job_id = JobMessage.decode(payload).job_id
     step = request.task.removeprefix("pipeline.") if request.task else None
+    if isinstance(exc, OUTAGE):
+        # The broker or database was away (e.g. the next step could not be published): not
+        # the job's fault. Its lease runs out and recovery runs the step again.
+        log.error("job %s: step %s interrupted by an outage, left to recovery: %r",
+                  job_id, step, exc)
+        return
     log.error("job %s: step %s ended by %r", job_id, step, exc)
     lifecycle.fail(Share(get_settings().share_dir), job_id, step, exc)

@@ -8,6 +8,7 @@ SQLite (the embedded default) runs in WAL mode and takes its write lock at BEGIN
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,17 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 def _create(url: str) -> Engine:
+    engine = _create_engine(url)
+    if os.environ.get("PIPELINE_SQL_STATS_DIR"):
+        _count_statements(engine)
+    return engine
+
+
+def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                             connect_args=_postgres_options())
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
     if parsed.database:
@@ -47,6 +58,17 @@ def _create(url: str) -> Engine:
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     return engine
+
+
+def _postgres_options() -> dict[str, str]:
+    """PIPELINE_DB_SYNCHRONOUS_COMMIT=false: commits return before the WAL is on disk. Safe for
+    the database's consistency; a PostgreSQL crash may forget the last fraction of a second of
+    transitions, whose steps then run again (they are idempotent). Off by default."""
+    from orchestrator.settings import get_settings
+
+    if get_settings().db_synchronous_commit:
+        return {}
+    return {"options": "-c synchronous_commit=off"}
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -105,3 +127,27 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
     finally:
         if handle:
             handle.close()
+
+
+# -- statement counts, for the throughput benchmark (PIPELINE_SQL_STATS_DIR) ------------------
+
+_stats = {"statements": 0, "commits": 0}
+
+
+def _count_statements(engine: Engine) -> None:
+    def statement(*_: object) -> None:
+        _stats["statements"] += 1
+
+    def commit(*_: object) -> None:
+        _stats["commits"] += 1
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+
+
+def flush_statement_counts() -> None:
+    """Write this process's counts to PIPELINE_SQL_STATS_DIR/<pid>.json (bench only)."""
+    folder = os.environ.get("PIPELINE_SQL_STATS_DIR")
+    if folder and any(_stats.values()):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{os.getpid()}.json").write_text(json.dumps(_stats))

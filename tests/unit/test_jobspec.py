@@ -80,7 +80,7 @@ def test_portfolio_size_above_one_hundred_is_refused(settings: Settings) -> None
 def test_unknown_objective_lists_the_known_ones(settings: Settings) -> None:
     message = bad_params(settings, objective="max_return")
     assert "field 'objective'" in message
-    assert "'min_volatility' or 'max_sharpe'" in message
+    assert "'min_volatility', 'max_sharpe'" in message and "or 'risk_parity'" in message
     assert "(got 'max_return')" in message
 
 

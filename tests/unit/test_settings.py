@@ -106,7 +106,7 @@ def test_every_bad_value_is_reported_at_once(clean: Path, monkeypatch: pytest.Mo
     assert "PIPELINE_WORKER_CONCURRENCY='many'" in message
     assert "PIPELINE_OBJECTIVE='max_profit'" in message
     assert "valid integer" in message
-    assert "'min_volatility' or 'max_sharpe'" in message
+    assert "'min_volatility', 'max_sharpe'" in message and "or 'risk_parity'" in message
 
 
 # ----------------------------------------------------------------------------- display

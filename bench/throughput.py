@@ -1,0 +1,158 @@
+"""The orchestrator against raw Celery: the same broker, database and worker settings.
+
+    python -m bench.throughput [--jobs 2000] [--light 200] [--repeat 3] [--smoke] [--json out]
+
+Setups, each with one real ``celery worker`` (prefork, 2 processes, prefetch multiplier 4):
+
+- ``raw celery (redis)``: a hand-written chain of three no-op tasks, each taking and returning
+  a small dict, Redis broker and result backend (every result stored, as wired by hand);
+- ``pipeline (redis+pg)``: our pipeline with ``PIPELINE_STEP_WORK=noop`` (the steps do no
+  work; what is left is the orchestration: job records, history, share moves, canvas);
+- ``pipeline (embedded)``: the same on the embedded default (files + SQLite).
+
+Measured: jobs/s end to end (all jobs submitted at once), worker CPU ms per job (the worker's
+process tree, from /proc), Redis calls per job (INFO commandstats), SQL statements and commits
+per job (counted by the workers and the submitter), p50/p99 latency submit→completed at light
+load (one job every 20 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+POSTGRES = os.environ.get("PIPELINE_TEST_POSTGRES_URL",
+                          "postgresql://postgres@127.0.0.1:5432/postgres")
+SETUPS = ("raw celery (redis)", "pipeline (redis+pg)", "pipeline (embedded)")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--light", type=int, default=200, help="jobs at one per 20 ms")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="100 jobs, 20 light, 1 run")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.light, args.repeat = 100, 20, 1
+    rows = []
+    for setup in SETUPS:
+        runs = [run_setup(setup, args.jobs, args.light) for _ in range(args.repeat)]
+        rows.append(summarize(setup, runs))
+    print_table(rows, args)
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
+                                         "rows": rows}, indent=2))
+
+
+# -- one run ---------------------------------------------------------------------------------
+
+def run_setup(setup: str, jobs: int, light: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_SHARE_DIR": str(root / "share"),
+           "PIPELINE_VAR_DIR": str(root / "var"), "PIPELINE_STEP_WORK": "noop",
+           "PIPELINE_PREFETCH_MULTIPLIER": "4", "PIPELINE_SQL_STATS_DIR": str(root / "sql"),
+           "PIPELINE_LOG_LEVEL": "WARNING"}
+    database = None
+    try:
+        if setup != "pipeline (embedded)":
+            flush_redis()
+        if setup == "pipeline (redis+pg)":
+            database = create_database()
+            env.update(PIPELINE_BROKER_URL=REDIS, PIPELINE_RESULT_BACKEND=REDIS,
+                       PIPELINE_DATABASE_URL=database)
+        out = subprocess.run([sys.executable, "-m", "bench.throughput_child", setup, str(jobs),
+                              str(light)], env=env, cwd=root, capture_output=True, text=True,
+                             timeout=1800)
+        if out.returncode:
+            raise SystemExit(f"{setup} failed:\n{out.stderr[-4000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        if database:
+            drop_database(database)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS).flushdb()
+
+
+def create_database() -> str:
+    import sqlalchemy as sa
+
+    from orchestrator.store.db import normalize_url
+
+    name = f"pipeline_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(normalize_url(POSTGRES), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return sa.engine.make_url(normalize_url(POSTGRES)).set(database=name).render_as_string(False)
+
+
+def drop_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    from orchestrator.store.db import normalize_url
+
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(normalize_url(POSTGRES), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# -- the table -------------------------------------------------------------------------------
+
+def summarize(setup: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("jobs_per_s", "cpu_ms_per_job", "redis_calls_per_job", "sql_statements_per_job",
+            "sql_commits_per_job", "p50_ms", "p99_ms")
+    row: dict[str, Any] = {"setup": setup, "runs": len(runs)}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key] = statistics.median(values) if values else None
+    row["jobs_per_s_runs"] = [round(r["jobs_per_s"], 1) for r in runs]
+    row["completed"] = min(r["completed"] for r in runs)
+    return row
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    anchor = rows[0]
+    print(f"\n{args.jobs} jobs (throughput), {args.light} jobs at 1 per 20 ms (latency); "
+          f"worker -c 2, prefetch 4; medians of {args.repeat} run(s)")
+    head = (f"{'setup':<22}{'jobs/s':>8}{'x raw':>7}{'cpu ms/job':>11}{'redis/job':>10}"
+            f"{'sql/job':>8}{'commits/job':>12}{'p50 ms':>8}{'x raw':>7}{'p99 ms':>8}"
+            f"{'done':>8}")
+    print(head)
+    for r in rows:
+        speed = r["jobs_per_s"] / anchor["jobs_per_s"]
+        delay = r["p50_ms"] / anchor["p50_ms"]
+        print(f"{r['setup']:<22}{r['jobs_per_s']:>8.1f}{speed:>7.2f}"
+              f"{_f(r['cpu_ms_per_job'])}{_f(r['redis_calls_per_job'], 10)}"
+              f"{_f(r['sql_statements_per_job'], 8)}{_f(r['sql_commits_per_job'], 12)}"
+              f"{_f(r['p50_ms'], 8)}{delay:>7.2f}{_f(r['p99_ms'], 8)}{r['completed']:>8}")
+        print(f"{'':<22}runs: {r['jobs_per_s_runs']}")
+
+
+def _f(value: float | None, width: int = 11) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.1f}"
+
+
+if __name__ == "__main__":
+    main()

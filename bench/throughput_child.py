@@ -1,0 +1,234 @@
+"""One setup of ``bench.throughput``, run in a child process with its own environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    setup, jobs, light = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    runner = RawCelery() if setup.startswith("raw") else Pipeline()
+    out = runner.throughput(jobs)
+    out.update(runner.latency(light))
+    print(json.dumps(out))
+
+
+# -- process measurements ------------------------------------------------------------------
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its live children."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid:
+            total += sum(int(f) for f in fields[11:15]) / TICK
+        elif int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def redis_calls() -> int:
+    import redis
+
+    stats = redis.Redis.from_url(os.environ.get("PIPELINE_TEST_REDIS_URL",
+                                                "redis://127.0.0.1:6379/11")).info("commandstats")
+    return sum(v["calls"] for v in stats.values())
+
+
+def start_worker(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log, "wb")  # noqa: SIM115
+    proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 90
+    while "ready." not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop_worker(proc)  # never leave a stray worker eating another run's messages
+            raise SystemExit(f"worker not ready:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {"p50_ms": statistics.median(ordered) * 1000,
+            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000}
+
+
+class Runner:
+    redis = True
+
+    def throughput(self, jobs: int) -> dict[str, Any]:
+        worker = self.start()
+        self.warm_up()
+        self.reset_counts()
+        cpu0, calls0 = tree_cpu(worker.pid), self.calls()
+        started = time.perf_counter()
+        done = self.run_many(jobs)
+        wall = time.perf_counter() - started
+        cpu1, calls1 = tree_cpu(worker.pid), self.calls()
+        stop_worker(worker)
+        out = {"jobs_per_s": done / wall, "completed": done,
+               "cpu_ms_per_job": (cpu1 - cpu0) * 1000 / jobs,
+               "redis_calls_per_job": (calls1 - calls0) / jobs if self.redis else None}
+        out.update(self.sql_per_job(jobs))
+        return out
+
+    def calls(self) -> int:
+        return redis_calls() if self.redis else 0
+
+    def reset_counts(self) -> None:
+        """Statements counted so far (schema, warm-up) are not the run's."""
+
+    def sql_per_job(self, jobs: int) -> dict[str, Any]:
+        return {"sql_statements_per_job": None, "sql_commits_per_job": None}
+
+
+class RawCelery(Runner):
+    def __init__(self) -> None:
+        from bench import trivial_app
+
+        url = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+        os.environ.update(BENCH_BROKER_URL=url, BENCH_RESULT_BACKEND=url)
+        self.app = trivial_app.create_app()
+        self.noop = self.app.signature(trivial_app.NOOP)
+        self.queue = trivial_app.QUEUE
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return start_worker([sys.executable, "-m", "celery", "-A", "bench.trivial_app", "worker",
+                             "-Q", self.queue, "-c", "2", "--without-gossip",
+                             "--without-mingle", "-l", "INFO"], Path("raw-worker.log"))
+
+    def chain(self, i: int) -> Any:
+        from celery import chain
+
+        return chain(self.noop.clone(args=({"i": i},)), self.noop.clone(),
+                     self.noop.clone()).apply_async()
+
+    def warm_up(self) -> None:
+        self.chain(-1).get(timeout=60)
+
+    def run_many(self, jobs: int) -> int:
+        results = [self.chain(i) for i in range(jobs)]
+        for result in results:
+            result.get(timeout=600)
+        return len(results)
+
+    def latency(self, count: int) -> dict[str, Any]:
+        worker = self.start()
+        self.warm_up()
+        sent = []
+        for i in range(count):
+            sent.append((datetime.now(UTC), self.chain(i)))
+            time.sleep(0.02)
+        latencies = []
+        for at, result in sent:
+            result.get(timeout=120)
+            latencies.append((result.date_done.replace(tzinfo=UTC) - at).total_seconds())
+        stop_worker(worker)
+        return percentiles(latencies)
+
+
+class Pipeline(Runner):
+    def __init__(self) -> None:
+        from orchestrator.pipeline import Orchestrator
+        from orchestrator.settings import get_settings
+        from orchestrator.store.db import migrate
+
+        migrate()
+        self.settings = get_settings()
+        self.redis = not self.settings.embedded_broker
+        self.orch = Orchestrator(self.settings)
+        self.counter = 0
+
+    def start(self) -> subprocess.Popen[bytes]:
+        from cli.processes import worker_command
+
+        return start_worker(worker_command(2, name="bench", loglevel="INFO"),
+                            self.settings.var_dir / f"worker-{self.counter}.log")
+
+    def drop(self, count: int) -> list[Path]:
+        paths = []
+        for _ in range(count):
+            self.counter += 1
+            path = self.orch.share.input / f"job{self.counter:06d}.csv"
+            path.write_text(f"date,A\n2020-01-0{self.counter % 9 + 1},{self.counter}\n")
+            paths.append(path)
+        return paths
+
+    def completed(self) -> int:
+        return sum(1 for p in self.orch.share.completed.iterdir() if p.name != "batches")
+
+    def warm_up(self) -> None:
+        before = self.completed()
+        self.orch.submit(self.drop(1)[0])
+        while self.completed() <= before:
+            time.sleep(0.01)
+
+    def run_many(self, jobs: int) -> int:
+        before = self.completed()
+        for path in self.drop(jobs):
+            self.orch.submit(path)
+        deadline = time.monotonic() + 600
+        while self.completed() < before + jobs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.completed() - before
+
+    def reset_counts(self) -> None:
+        from orchestrator.store import db
+
+        db._stats.update(statements=0, commits=0)
+
+    def sql_per_job(self, jobs: int) -> dict[str, Any]:
+        folder = Path(os.environ["PIPELINE_SQL_STATS_DIR"])
+        counts = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+        from orchestrator.store import db
+
+        statements = sum(c["statements"] for c in counts) + db._stats["statements"]
+        commits = sum(c["commits"] for c in counts) + db._stats["commits"]
+        return {"sql_statements_per_job": statements / jobs, "sql_commits_per_job": commits / jobs}
+
+    def latency(self, count: int) -> dict[str, Any]:
+        from orchestrator.store import jobs as store
+
+        worker = self.start()
+        self.warm_up()
+        sent = []
+        for path in self.drop(count):
+            at = datetime.now(UTC)
+            sent.append((at, self.orch.submit(path)))
+            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while self.completed() < self.counter and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latencies = [(store.get_job(j).finished_at - at).total_seconds() for at, j in sent]
+        stop_worker(worker)
+        return percentiles(latencies)
+
+
+if __name__ == "__main__":
+    main()
