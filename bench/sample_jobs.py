@@ -18,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
+
+from bench.servers import create_database, drop_database
 
 SETUPS = ("embedded", "redis+postgresql")
 REDIS = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-POSTGRES = os.environ.get("PIPELINE_TEST_POSTGRES_URL",
-                          "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def main() -> None:
@@ -75,33 +74,14 @@ def run_child(setup: str, jobs: int) -> dict:
 
 def server_environment() -> tuple[dict[str, str] | None, str | None]:
     import redis
-    import sqlalchemy as sa
-
-    from orchestrator.store.db import normalize_url
 
     try:
         redis.Redis.from_url(REDIS).flushdb()
-        name = f"pipeline_bench_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(normalize_url(POSTGRES), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
+        url = create_database()
     except Exception:
         return None, None
-    url = sa.engine.make_url(normalize_url(POSTGRES)).set(database=name)
     return {"PIPELINE_BROKER_URL": REDIS, "PIPELINE_RESULT_BACKEND": REDIS,
-            "PIPELINE_DATABASE_URL": url.render_as_string(False)}, name
-
-
-def drop_database(name: str) -> None:
-    import sqlalchemy as sa
-
-    from orchestrator.store.db import normalize_url
-
-    admin = sa.create_engine(normalize_url(POSTGRES), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+            "PIPELINE_DATABASE_URL": url}, url
 
 
 def run_setup(count: int) -> dict:

@@ -26,16 +26,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.servers import create_database, drop_database
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-POSTGRES = os.environ.get("PIPELINE_TEST_POSTGRES_URL",
-                          "postgresql://postgres@127.0.0.1:5432/postgres")
 SETUPS = ("raw celery (redis)", "pipeline (redis+pg)", "pipeline (embedded)")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -91,31 +89,6 @@ def flush_redis() -> None:
     import redis
 
     redis.Redis.from_url(REDIS).flushdb()
-
-
-def create_database() -> str:
-    import sqlalchemy as sa
-
-    from orchestrator.store.db import normalize_url
-
-    name = f"pipeline_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(normalize_url(POSTGRES), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(normalize_url(POSTGRES)).set(database=name).render_as_string(False)
-
-
-def drop_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    from orchestrator.store.db import normalize_url
-
-    name = sa.engine.make_url(url).database
-    admin = sa.create_engine(normalize_url(POSTGRES), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 # -- the table -------------------------------------------------------------------------------
