@@ -28,6 +28,7 @@ from tests.fault.conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 PARAMS = {"portfolio_size": 12}
+STEP_NAMES = ("VALIDATE", "OPTIMIZE", "ARCHIVE")
 
 
 def _point_at(env, monkeypatch, **variables: str) -> None:
@@ -45,8 +46,13 @@ def test_redis_restarts_mid_run(fault_env, worker, beat, sample_csv, record, tmp
     port = free_port()
     redis = start_redis(tmp_path, port)
     url = f"redis://127.0.0.1:{port}/0"
+    # Limits long enough that no pool child is killed while it waits for Redis to come back:
+    # billiard's hard-limit kill of a child in the middle of writing its result corrupts the
+    # pool's pipe and the whole worker exits (UnpicklingError; seen with a 6 s limit here).
     _point_at(fault_env, monkeypatch, PIPELINE_BROKER_URL=url, PIPELINE_RESULT_BACKEND=url,
-              PIPELINE_FAULTS="sleep:validate:0.2")
+              PIPELINE_FAULTS="sleep:validate:0.2",
+              **{f"PIPELINE_{step}_SOFT_TIME_LIMIT": "20" for step in STEP_NAMES},
+              **{f"PIPELINE_{step}_TIME_LIMIT": "30" for step in STEP_NAMES})
     worker(fault_env, concurrency=2)
     beat(fault_env)
     orch = Orchestrator(fault_env.settings, app=create_app(fault_env.settings))
