@@ -15,12 +15,11 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.servers import create_database, drop_database
+from bench.servers import create_database, drop_database, run_measured
 
 SETUPS = ("embedded", "redis+postgresql")
 REDIS = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -60,12 +59,8 @@ def run_child(setup: str, jobs: int) -> dict:
             if extra is None:
                 return {"skipped": "Redis or PostgreSQL unreachable"}
             env.update(extra)
-        out = subprocess.run([sys.executable, "-m", "bench.sample_jobs", "--child", setup,
-                              "--jobs", str(jobs)], env=env, cwd=root,
-                             capture_output=True, text=True, timeout=600)
-        if out.returncode:
-            raise SystemExit(f"{setup} run failed:\n{out.stderr[-3000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_measured("bench.sample_jobs", ["--child", setup, "--jobs", str(jobs)], env,
+                         root, timeout=600)
     finally:
         if database:
             drop_database(database)

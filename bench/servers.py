@@ -1,9 +1,15 @@
-"""A throwaway PostgreSQL database for one benchmark run (the machine's server, loopback)."""
+"""What the benchmarks share: a throwaway PostgreSQL database (the machine's server, on
+loopback), and a measured setup run in a child process that prints its figures as JSON."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from typing import Any
 
 POSTGRES = os.environ.get("PIPELINE_TEST_POSTGRES_URL",
                           "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -39,3 +45,13 @@ def drop_database(url: str) -> None:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def run_measured(module: str, args: list[str], env: dict[str, str], cwd: Path,
+              timeout: float) -> dict[str, Any]:
+    """``python -m module args…`` in its own environment; its last stdout line, as JSON."""
+    out = subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=cwd,
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode:
+        raise SystemExit(f"{module} {' '.join(args)} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

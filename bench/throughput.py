@@ -23,13 +23,11 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.servers import create_database, drop_database
+from bench.servers import create_database, drop_database, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -73,12 +71,8 @@ def run_setup(setup: str, jobs: int, light: int) -> dict[str, Any]:
             database = create_database()
             env.update(PIPELINE_BROKER_URL=REDIS, PIPELINE_RESULT_BACKEND=REDIS,
                        PIPELINE_DATABASE_URL=database)
-        out = subprocess.run([sys.executable, "-m", "bench.throughput_child", setup, str(jobs),
-                              str(light)], env=env, cwd=root, capture_output=True, text=True,
-                             timeout=1800)
-        if out.returncode:
-            raise SystemExit(f"{setup} failed:\n{out.stderr[-4000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_measured("bench.throughput_child", [setup, str(jobs), str(light)], env, root,
+                         timeout=1800)
     finally:
         if database:
             drop_database(database)

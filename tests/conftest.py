@@ -54,6 +54,18 @@ def server_url(name: str) -> str:
 
 
 @pytest.fixture
+def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No PIPELINE_* variable set, the working directory a fresh folder, no cached settings."""
+    for key in list(os.environ):
+        if key.startswith("PIPELINE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    reset_settings()
+    yield Path.cwd()
+    reset_settings()
+
+
+@pytest.fixture
 def sample_csv() -> Path:
     return SAMPLE
 

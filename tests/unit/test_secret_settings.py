@@ -6,8 +6,6 @@ what an operator would check.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,6 @@ from orchestrator.errors import ConfigError
 from orchestrator.settings import Settings, get_settings, reset_settings
 
 SECRET = "s3cr3t-Pa55word"
-
-
-@pytest.fixture
-def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for key in list(os.environ):
-        if key.startswith("PIPELINE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    reset_settings()
-    yield tmp_path
-    reset_settings()
 
 
 def secret_file(folder: Path, name: str, text: str) -> Path:

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.settings import get_settings, reset_settings
-
-
-@pytest.fixture
-def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No PIPELINE_* variable set, the working directory a fresh folder, no cached settings."""
-    for key in list(os.environ):
-        if key.startswith("PIPELINE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    reset_settings()
-    yield Path.cwd()
-    reset_settings()
 
 
 def config_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
