@@ -203,7 +203,8 @@ class Intake:
         good = set(outcome.published)
         claims = [t.claim for t in taken if t.job.id in good]
         try:
-            self.orch._publish(outcome.published, batch.id if batch else None)
+            self.orch._publish(outcome.published, batch.id if batch else None,
+                               names={t.job.id: t.job.input_name for t in taken})
         except Exception as error:
             if not keep_unpublished:  # the user sees the error now: fail the jobs, keep files
                 self._fail_unpublished(claims, error)

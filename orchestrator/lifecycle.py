@@ -47,15 +47,15 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
     after_previous = [({S.PROCESSING}, STEPS[index - 1], False, None, None)] if index else []
     from_queue = ({S.QUEUED}, None, True, None, None)
     redelivery = ({S.PROCESSING}, step, True, "redelivered: the step runs again",
-                  (jobs.c.task_id == task_id) | (jobs.c.lease_until < at))
-    # The likely way first: each miss costs a transaction.
+                  lambda: (jobs.c.task_id == task_id) | (jobs.c.lease_until < at))
+    # The likely way first: each miss costs a round trip.
     ways: list[tuple[set[JobState], str | None, bool, str | None, Any]] = [
         *after_previous, from_queue, redelivery]
     for sources, from_step, new_attempt, detail, where in ways:
         try:
             job = store.transition(job_id, S.PROCESSING, sources=sources, step=step,
                                    from_step=from_step, new_attempt=new_attempt, detail=detail,
-                                   where=where, **lease)
+                                   where=where() if where else None, **lease)
         except IllegalTransition:
             continue
         return Begun(job, redelivered=detail is not None)

@@ -64,8 +64,12 @@ class Orchestrator:
         Intake(self).submit([Path(p) for p in paths], params or {}, batch=batch, dedupe=dedupe)
         return batch.id
 
-    def _publish(self, job_ids: list[str], batch_id: str | None, run: int = 0) -> None:
-        names = store.input_names(job_ids)  # one query: tasks name their input (Flower)
+    def _publish(self, job_ids: list[str], batch_id: str | None, run: int = 0,
+                 names: dict[str, str] | None = None) -> None:
+        """Publish each job's chain, or one chord for a batch. Tasks name their input (Flower);
+        ``names`` saves the query when the caller has them."""
+        if names is None:
+            names = store.input_names(job_ids)
         if batch_id is None:
             for job_id in job_ids:
                 self.job_chain(job_id, run=run, input_name=names.get(job_id)).apply_async()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.store.db import transaction
-from orchestrator.store.jobs import WORKER, _utc, now
+from orchestrator.store.jobs import _utc, now, worker_name
 from orchestrator.store.tables import rotation_batches, rotation_runs
 
 ACTIVE = ("planning", "running", "stopping")
@@ -152,11 +152,11 @@ def begin_batch(run_id: str, seq: int, archive: str, jobs: int, size: int) -> st
         if row is None:
             conn.execute(insert(rotation_batches).values(
                 id=ident, run_id=run_id, seq=seq, status="writing", archive_path=archive,
-                jobs=jobs, bytes=size, started_at=at, updated_at=at, worker=WORKER))
+                jobs=jobs, bytes=size, started_at=at, updated_at=at, worker=worker_name()))
             return "writing"
         if row.status == "writing":
             conn.execute(update(rotation_batches).where(rotation_batches.c.id == ident)
-                         .values(updated_at=at, worker=WORKER, archive_path=archive))
+                         .values(updated_at=at, worker=worker_name(), archive_path=archive))
         return str(row.status)
 
 

@@ -2,7 +2,9 @@
 
 Every state change is one transaction: a conditional UPDATE of the job row (it only matches
 when the job is still in an expected state, so of two racing writers exactly one wins) and an
-INSERT into the append-only history. An illegal change raises and writes nothing.
+INSERT into the append-only history. An illegal change raises and writes nothing. On
+PostgreSQL both are one statement sent in autocommit, so a state change costs one round trip
+(reads too: no BEGIN/COMMIT around a lone SELECT).
 """
 
 from __future__ import annotations
@@ -16,14 +18,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from orchestrator.errors import IllegalTransition, JobNotFound
-from orchestrator.store.db import transaction
-from orchestrator.store.states import FINAL, JobState, is_legal, sources_of
+from orchestrator.store import transitions
+from orchestrator.store.db import statement, transaction
+from orchestrator.store.states import JobState, is_legal, sources_of
 from orchestrator.store.tables import batches, job_events, jobs
 
-WORKER = f"{socket.gethostname()}/{os.getpid()}"
+HOST = socket.gethostname()
+
+
+def worker_name() -> str:
+    """host/pid of this process (a pool child forked after import has its own pid)."""
+    return f"{HOST}/{os.getpid()}"
 
 
 def now() -> datetime:
@@ -103,10 +119,16 @@ class NewJob:
 
 def _event(conn: Connection, job_id: str, source: str | None, target: str, *, step: str | None,
            attempt: int, detail: str | None, at: datetime) -> None:
-    conn.execute(insert(job_events).values(
-        job_id=job_id, at=at, from_state=source, to_state=target, step=step, attempt=attempt,
-        worker=WORKER, detail=detail,
-    ))
+    conn.execute(transitions.EVENT, {
+        "job_id": job_id, "at": at, "from_state": source, "to_state": target, "step": step,
+        "attempt": attempt, "worker": worker_name(), "detail": detail})
+
+
+def _event_row(job_id: str, source: str | None, target: str, detail: str | None,
+               at: datetime) -> dict[str, Any]:
+    """A creation event (no step, attempt 0)."""
+    return {"job_id": job_id, "at": at, "from_state": source, "to_state": target, "step": None,
+            "attempt": 0, "worker": worker_name(), "detail": detail}
 
 
 def create_jobs(new: Sequence[NewJob], *, queued: bool = True, batch_name: str | None = None,
@@ -121,18 +143,21 @@ def create_jobs(new: Sequence[NewJob], *, queued: bool = True, batch_name: str |
             _insert_job(conn, job, queued, at)
 
 
+_INSERT_JOB = insert(jobs)  # statements built once and bound per call: building costs CPU
+
+
 def _insert_job(conn: Connection, job: NewJob, queued: bool, at: datetime) -> None:
     state = JobState.QUEUED if queued else JobState.PENDING
-    conn.execute(insert(jobs).values(
-        id=job.id, batch_id=job.batch_id, input_name=job.input_name,
-        input_sha256=job.input_sha256, input_size=job.input_size, params=job.params,
-        state=state, step=None, progress=0.0, attempts=0, created_at=at, updated_at=at,
-    ))
+    conn.execute(_INSERT_JOB, {
+        "id": job.id, "batch_id": job.batch_id, "input_name": job.input_name,
+        "input_sha256": job.input_sha256, "input_size": job.input_size, "params": job.params,
+        "state": state.value, "step": None, "progress": 0.0, "attempts": 0, "created_at": at,
+        "updated_at": at})
     detail = json.dumps(job.detail) if job.detail else None
-    _event(conn, job.id, None, JobState.PENDING, step=None, attempt=0, detail=detail, at=at)
+    events = [_event_row(job.id, None, JobState.PENDING, detail, at)]
     if queued:
-        _event(conn, job.id, JobState.PENDING, JobState.QUEUED, step=None, attempt=0,
-               detail=None, at=at)
+        events.append(_event_row(job.id, JobState.PENDING, JobState.QUEUED, None, at))
+    conn.execute(transitions.EVENT, events)  # one multi-row INSERT on PostgreSQL
 
 
 def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | None = None,
@@ -153,22 +178,17 @@ def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | N
     if bad:
         raise IllegalTransition(f"{bad[0]} -> {target} is not a legal transition")
     at = now()
-    condition = (jobs.c.id == job_id) & jobs.c.state.in_([s.value for s in allowed])
-    if from_step is not None:
-        condition &= jobs.c.step == from_step
-    if where is not None:
-        condition &= where
-    changes = _changes(target, step, new_attempt, at, values)
     with _within(conn, url) as active:
-        row = active.execute(update(jobs).where(condition).values(**changes)
-                             .returning(*jobs.c)).first()
+        shape = transitions.Shape(target, allowed, from_step is not None, new_attempt,
+                                  tuple(sorted(values)), active.dialect.name == "postgresql")
+        bound = transitions.params(job_id, at, step, from_step, detail, worker_name(), values)
+        row = active.execute(transitions.statement(shape, where), bound).first()
         if row is None:
             _refuse(active, job_id, target, allowed, from_step)
-        job = Job.from_row(row)
-        previous = _previous_state(active, job_id, allowed)
-        _event(active, job_id, previous, target, step=step, attempt=job.attempts, detail=detail,
-               at=at)
-    return job
+        if not shape.postgres:  # there the statement wrote the event too
+            _event(active, job_id, _previous_state(active, job_id, allowed), target,
+                   step=step, attempt=row.attempts, detail=detail, at=at)
+    return Job.from_row(row)
 
 
 @contextmanager
@@ -176,22 +196,8 @@ def _within(conn: Connection | None, url: str | None) -> Iterator[Connection]:
     if conn is not None:
         yield conn
         return
-    with transaction(url) as own:
+    with statement(url) as own:  # PostgreSQL: one statement; SQLite: one transaction
         yield own
-
-
-def _changes(target: JobState, step: str | None, new_attempt: bool, at: datetime,
-             values: dict[str, Any]) -> dict[str, Any]:
-    changes: dict[str, Any] = {"state": target.value, "step": step, "updated_at": at, **values}
-    if new_attempt:
-        changes["attempts"] = jobs.c.attempts + 1
-    if target is JobState.PROCESSING:
-        changes.setdefault("started_at", func.coalesce(jobs.c.started_at, at))
-    else:
-        changes.setdefault("lease_until", None)
-    if target in FINAL:
-        changes.setdefault("finished_at", at)
-    return changes
 
 
 def _previous_state(conn: Connection, job_id: str, allowed: frozenset[JobState]) -> JobState:
@@ -220,7 +226,7 @@ def set_progress(job_id: str, percent: float, lease_until: datetime | None = Non
     values: dict[str, Any] = {"progress": round(percent, 1), "updated_at": now()}
     if lease_until is not None:
         values["lease_until"] = lease_until
-    with transaction(url) as conn:
+    with statement(url) as conn:
         conn.execute(update(jobs).where((jobs.c.id == job_id)
                                         & (jobs.c.state == JobState.PROCESSING.value))
                      .values(**values))
@@ -241,7 +247,7 @@ def note(job_id: str, detail: str, url: str | None = None) -> None:
 def input_names(job_ids: Sequence[str], url: str | None = None) -> dict[str, str]:
     """Job id -> input name, for many jobs at once."""
     found: dict[str, str] = {}
-    with transaction(url) as conn:
+    with statement(url) as conn:
         for start in range(0, len(job_ids), 500):
             chunk = list(job_ids[start:start + 500])
             rows = conn.execute(select(jobs.c.id, jobs.c.input_name)
@@ -250,9 +256,12 @@ def input_names(job_ids: Sequence[str], url: str | None = None) -> dict[str, str
     return found
 
 
+_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))  # built once: it is read often
+
+
 def get_job(job_id: str, url: str | None = None) -> Job:
-    with transaction(url) as conn:
-        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    with statement(url) as conn:
+        row = conn.execute(_JOB, {"job_id": job_id}).first()
     if row is None:
         raise JobNotFound(f"no job {job_id}")
     return Job.from_row(row)
@@ -260,7 +269,7 @@ def get_job(job_id: str, url: str | None = None) -> Job:
 
 def find_job(prefix: str, url: str | None = None) -> Job:
     """A job by its id or an unambiguous prefix of it (people type short ids)."""
-    with transaction(url) as conn:
+    with statement(url) as conn:
         matching = jobs.c.id.startswith(prefix, autoescape=True)
         rows = conn.execute(select(jobs).where(matching).limit(2)).all()
     if not rows:
@@ -272,7 +281,7 @@ def find_job(prefix: str, url: str | None = None) -> Job:
 
 def find_batch(prefix: str, url: str | None = None) -> str:
     """A batch id from its id or an unambiguous prefix of it."""
-    with transaction(url) as conn:
+    with statement(url) as conn:
         ids = conn.execute(select(batches.c.id).where(
             batches.c.id.startswith(prefix, autoescape=True)).limit(2)).scalars().all()
     if len(ids) != 1:
@@ -291,14 +300,14 @@ def list_jobs(state: JobState | None = None, since: datetime | None = None,
         query = query.where(jobs.c.created_at >= aware.astimezone(UTC))
     if batch_id is not None:
         query = query.where(jobs.c.batch_id == batch_id)
-    with transaction(url) as conn:
+    with statement(url) as conn:
         return [Job.from_row(row) for row in conn.execute(query)]
 
 
 def history(job_id: str, url: str | None = None) -> list[JobEvent]:
     query = (select(job_events).where(job_events.c.job_id == job_id)
              .order_by(job_events.c.id))
-    with transaction(url) as conn:
+    with statement(url) as conn:
         rows = conn.execute(query).all()
     return [JobEvent(**{k: v for k, v in row._mapping.items() if k != "id"} | {
         "at": _utc(row.at)}) for row in rows]
@@ -309,11 +318,11 @@ def count_by_state(job_ids: Sequence[str] | None = None, url: str | None = None,
     query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
     if job_ids is not None:
         query = query.where(jobs.c.id.in_(list(job_ids)))
-    with transaction(url) as conn:
+    with statement(url) as conn:
         return {state: n for state, n in conn.execute(query)}
 
 
 def finish_batch(batch_id: str, summary: dict[str, Any], url: str | None = None) -> None:
-    with transaction(url) as conn:
+    with statement(url) as conn:
         conn.execute(update(batches).where(batches.c.id == batch_id)
                      .values(finished_at=now(), summary=summary))

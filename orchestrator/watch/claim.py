@@ -9,6 +9,7 @@ job is published. Nothing is lost, and nothing runs twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ class Owner:
 
     @classmethod
     def me(cls) -> Owner:
-        return cls(HOST, os.getpid(), _start_ticks(os.getpid()))
+        return _me(os.getpid())  # per pid: a forked child is another owner
 
     @classmethod
     def parse(cls, worker: str | None) -> Owner | None:
@@ -63,6 +64,11 @@ class Owner:
             return False
         ticks = _start_ticks(self.pid)
         return ticks is None or (self.start is not None and ticks != self.start)
+
+
+@functools.lru_cache(maxsize=8)
+def _me(pid: int) -> Owner:
+    return Owner(HOST, pid, _start_ticks(pid))
 
 
 @dataclass

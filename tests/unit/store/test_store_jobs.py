@@ -1,7 +1,8 @@
 """Unit tests of orchestrator.store.jobs on a real database: stories (given, when, then).
 
-SQLite is the embedded default (the ``env`` fixture migrates it); the race also runs on a real
-PostgreSQL (``postgres_database``), where compare-and-set relies on row locks instead.
+Every story runs twice: on SQLite, the embedded default (the ``env`` fixture migrates it), and
+on a real PostgreSQL, where a state change is a single statement (UPDATE, history INSERT and
+the previous state in one CTE) and compare-and-set relies on row locks.
 """
 
 from __future__ import annotations
@@ -18,8 +19,24 @@ from orchestrator.settings import reset_settings
 from orchestrator.store import db
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
+from orchestrator.store.tables import batches, job_events, jobs
 
 S = JobState
+
+
+@pytest.fixture(autouse=True, params=["sqlite", pytest.param("postgres",
+                                                              marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, env, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store under test: SQLite from ``env``, or the session's PostgreSQL, emptied."""
+    if request.param == "postgres":
+        monkeypatch.setenv("PIPELINE_DATABASE_URL", request.getfixturevalue("postgres_database"))
+        reset_settings()
+        db._forget_after_fork()
+        db.migrate()
+        with db.transaction() as conn:
+            names = ", ".join(t.name for t in (job_events, jobs, batches))
+            conn.exec_driver_sql(f"TRUNCATE {names} CASCADE")
+    return db.get_engine().dialect.name
 
 
 def new_job(job_id: str | None = None, **fields: object) -> store.NewJob:
@@ -94,7 +111,7 @@ def test_transition_records_from_to_step_attempt_and_worker(env) -> None:
     event = store.history(job_id)[-1]
     assert (event.from_state, event.to_state, event.step, event.attempt, event.detail) == (
         "queued", "processing", "validate", 1, "go")
-    assert event.worker == store.WORKER
+    assert event.worker == store.worker_name()
 
 
 def test_transition_from_any_legal_state_records_the_real_previous_one(env) -> None:
@@ -289,20 +306,7 @@ def assert_one_winner(job_id: str, outcomes: list[str]) -> None:
     assert store.get_job(job_id).attempts == 1
 
 
-def test_of_eight_workers_starting_one_job_exactly_one_wins_on_sqlite(env) -> None:
+def test_of_eight_workers_starting_one_job_exactly_one_wins(env) -> None:
+    # given a queued job; when eight threads start it at once, then exactly one does
     job_id = created()
-    assert_one_winner(job_id, race_to_processing(job_id))
-
-
-@pytest.mark.postgres
-def test_of_eight_workers_starting_one_job_exactly_one_wins_on_postgres(
-        env, postgres_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # given the status store on PostgreSQL
-    monkeypatch.setenv("PIPELINE_DATABASE_URL", postgres_database)
-    reset_settings()
-    db._forget_after_fork()
-    db.migrate()
-    assert db.get_engine().dialect.name == "postgresql"
-    job_id = created()
-    # when eight threads start the job at once, then exactly one does
     assert_one_winner(job_id, race_to_processing(job_id))
