@@ -8,12 +8,17 @@ Setups, each with one real ``celery worker`` (prefork, 2 processes, prefetch mul
   a small dict, Redis broker and result backend (every result stored, as wired by hand);
 - ``pipeline (redis+pg)``: our pipeline with ``PIPELINE_STEP_WORK=noop`` (the steps do no
   work; what is left is the orchestration: job records, history, share moves, canvas);
+- ``pipeline (redis+pg; async commit)``: the same with ``PIPELINE_DB_SYNCHRONOUS_COMMIT=false``
+  (commits do not wait for the WAL flush: the trade-off in docs/performance.md);
 - ``pipeline (embedded)``: the same on the embedded default (files + SQLite).
 
 Measured: jobs/s end to end (all jobs submitted at once), worker CPU ms per job (the worker's
 process tree, from /proc), Redis calls per job (INFO commandstats), SQL statements and commits
-per job (counted by the workers and the submitter), p50/p99 latency submit→completed at light
-load (one job every 20 ms).
+per job (counted by the workers and the submitter; a write in autocommit counts as a commit),
+p50/p99 latency submit→completed at light load (one job every 20 ms). A second table splits
+the CPU per job by process: worker main (the consumer), worker pool, the submitter (this
+benchmark's publishing process) and the PostgreSQL and Redis servers, which on one machine share
+the same two cores.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from bench.servers import create_database, drop_database, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = os.environ.get("PIPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-SETUPS = ("raw celery (redis)", "pipeline (redis+pg)", "pipeline (embedded)")
+SETUPS = ("raw celery (redis)", "pipeline (redis+pg)", "pipeline (redis+pg; async commit)",
+          "pipeline (embedded)")
 
 
 def main() -> None:
@@ -42,14 +48,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="100 jobs, 20 light, 1 run")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--setups", default=",".join(SETUPS),
+                        help="comma-separated subset of: " + ", ".join(SETUPS))
     args = parser.parse_args()
+    chosen = [s.strip() for s in args.setups.split(",")]
+    unknown = [s for s in chosen if s not in SETUPS]
+    if unknown:
+        parser.error(f"unknown setup {unknown[0]!r}; choose from {', '.join(SETUPS)}")
     if args.smoke:
         args.jobs, args.light, args.repeat = 100, 20, 1
     rows = []
-    for setup in SETUPS:
+    for setup in chosen:
         runs = [run_setup(setup, args.jobs, args.light) for _ in range(args.repeat)]
         rows.append(summarize(setup, runs))
     print_table(rows, args)
+    print_cpu_split(rows)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
                                          "rows": rows}, indent=2))
@@ -67,10 +80,12 @@ def run_setup(setup: str, jobs: int, light: int) -> dict[str, Any]:
     try:
         if setup != "pipeline (embedded)":
             flush_redis()
-        if setup == "pipeline (redis+pg)":
+        if setup.startswith("pipeline (redis+pg"):
             database = create_database()
             env.update(PIPELINE_BROKER_URL=REDIS, PIPELINE_RESULT_BACKEND=REDIS,
                        PIPELINE_DATABASE_URL=database)
+        if setup.endswith("async commit)"):
+            env["PIPELINE_DB_SYNCHRONOUS_COMMIT"] = "false"
         return run_measured("bench.throughput_child", [setup, str(jobs), str(light)], env, root,
                          timeout=1800)
     finally:
@@ -94,6 +109,10 @@ def summarize(setup: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in keys:
         values = [r[key] for r in runs if r.get(key) is not None]
         row[key] = statistics.median(values) if values else None
+    parts = runs[0]["cpu_ms_per_job_by_process"]
+    row["cpu_ms_per_job_by_process"] = {
+        part: statistics.median(r["cpu_ms_per_job_by_process"][part] for r in runs)
+        for part in parts}
     row["jobs_per_s_runs"] = [round(r["jobs_per_s"], 1) for r in runs]
     row["completed"] = min(r["completed"] for r in runs)
     return row
@@ -103,18 +122,29 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     anchor = rows[0]
     print(f"\n{args.jobs} jobs (throughput), {args.light} jobs at 1 per 20 ms (latency); "
           f"worker -c 2, prefetch 4; medians of {args.repeat} run(s)")
-    head = (f"{'setup':<22}{'jobs/s':>8}{'x raw':>7}{'cpu ms/job':>11}{'redis/job':>10}"
+    head = (f"{'setup':<34}{'jobs/s':>8}{'x raw':>7}{'cpu ms/job':>11}{'redis/job':>10}"
             f"{'sql/job':>8}{'commits/job':>12}{'p50 ms':>8}{'x raw':>7}{'p99 ms':>8}"
             f"{'done':>8}")
     print(head)
     for r in rows:
         speed = r["jobs_per_s"] / anchor["jobs_per_s"]
         delay = r["p50_ms"] / anchor["p50_ms"]
-        print(f"{r['setup']:<22}{r['jobs_per_s']:>8.1f}{speed:>7.2f}"
+        print(f"{r['setup']:<34}{r['jobs_per_s']:>8.1f}{speed:>7.2f}"
               f"{_f(r['cpu_ms_per_job'])}{_f(r['redis_calls_per_job'], 10)}"
               f"{_f(r['sql_statements_per_job'], 8)}{_f(r['sql_commits_per_job'], 12)}"
               f"{_f(r['p50_ms'], 8)}{delay:>7.2f}{_f(r['p99_ms'], 8)}{r['completed']:>8}")
-        print(f"{'':<22}runs: {r['jobs_per_s_runs']}")
+        print(f"{'':<34}runs: {r['jobs_per_s_runs']}")
+
+
+def print_cpu_split(rows: list[dict[str, Any]]) -> None:
+    """Where the CPU goes: on one machine every process shares the same cores."""
+    parts = list(rows[0]["cpu_ms_per_job_by_process"])
+    print("\nCPU ms per job by process (throughput runs; servers = PostgreSQL + Redis)")
+    print(f"{'setup':<34}" + "".join(f"{p:>13}" for p in parts) + f"{'total':>9}")
+    for r in rows:
+        split = r["cpu_ms_per_job_by_process"]
+        print(f"{r['setup']:<34}" + "".join(f"{split[p]:>13.1f}" for p in parts)
+              + f"{sum(split.values()):>9.1f}")
 
 
 def _f(value: float | None, width: int = 11) -> str:

@@ -43,6 +43,29 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def own_cpu(pid: int) -> float:
+    """CPU seconds of the process itself (not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def servers_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL and Redis server processes: on one machine
+    they share the cores with the workers, so their work per job counts too."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.endswith(("(postgres", "(redis-server")):
+            fields = tail.split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
 def redis_calls() -> int:
     import redis
 
@@ -86,17 +109,26 @@ class Runner:
         worker = self.start()
         self.warm_up()
         self.reset_counts()
-        cpu0, calls0 = tree_cpu(worker.pid), self.calls()
+        before = self.cpu_now(worker.pid), self.calls()
         started = time.perf_counter()
         done = self.run_many(jobs)
         wall = time.perf_counter() - started
-        cpu1, calls1 = tree_cpu(worker.pid), self.calls()
+        after = self.cpu_now(worker.pid), self.calls()
         stop_worker(worker)
+        cpu = {key: (after[0][key] - before[0][key]) * 1000 / jobs for key in after[0]}
         out = {"jobs_per_s": done / wall, "completed": done,
-               "cpu_ms_per_job": (cpu1 - cpu0) * 1000 / jobs,
-               "redis_calls_per_job": (calls1 - calls0) / jobs if self.redis else None}
+               "cpu_ms_per_job": cpu["worker"],
+               "cpu_ms_per_job_by_process": {
+                   "worker main": cpu["main"], "worker pool": cpu["worker"] - cpu["main"],
+                   "submitter": cpu["submitter"], "servers": cpu["servers"]},
+               "redis_calls_per_job": (after[1] - before[1]) / jobs if self.redis else None}
         out.update(self.sql_per_job(jobs))
         return out
+
+    @staticmethod
+    def cpu_now(worker: int) -> dict[str, float]:
+        return {"worker": tree_cpu(worker), "main": own_cpu(worker),
+                "submitter": time.process_time(), "servers": servers_cpu()}
 
     def calls(self) -> int:
         return redis_calls() if self.redis else 0
@@ -164,12 +196,15 @@ class Pipeline(Runner):
         self.redis = not self.settings.embedded_broker
         self.orch = Orchestrator(self.settings)
         self.counter = 0
+        self.submitted_at = 0.0
 
-    def start(self) -> subprocess.Popen[bytes]:
-        from cli.processes import worker_command
+    def start(self, concurrency: int = 2, queues: str | None = None,
+              name: str = "bench") -> subprocess.Popen[bytes]:
+        """One worker; bench.scaling runs several at once, hence a name (node and log) each."""
+        from cli.processes import QUEUES, worker_command
 
-        return start_worker(worker_command(2, name="bench", loglevel="INFO"),
-                            self.settings.var_dir / f"worker-{self.counter}.log")
+        command = worker_command(concurrency, name=name, queues=queues or QUEUES, loglevel="INFO")
+        return start_worker(command, self.settings.var_dir / f"worker-{name}-{self.counter}.log")
 
     def drop(self, count: int) -> list[Path]:
         paths = []
@@ -193,6 +228,7 @@ class Pipeline(Runner):
         before = self.completed()
         for path in self.drop(jobs):
             self.orch.submit(path)
+        self.submitted_at = time.perf_counter()  # bench.scaling: is the submitter the limit?
         deadline = time.monotonic() + 600
         while self.completed() < before + jobs and time.monotonic() < deadline:
             time.sleep(0.01)
