@@ -7,8 +7,8 @@ PostgreSQL database, ``PIPELINE_STEP_WORK=noop``, one real ``celery worker -c 2`
 multiplier 4). The child submits the jobs in a steady stream (chunks of 50 while fewer than
 ``--ahead`` jobs are unfinished, so the broker holds a backlog instead of every job at once)
 and samples every ``--window`` seconds: jobs completed in the window (from the status
-database), the worker's RSS (VmRSS of the main process and its pool processes), the jobs not
-ended yet. At the end:
+database), the worker's peak RSS in the window (VmRSS of the main process and its pool
+processes, sampled at every look at the backlog), the jobs not ended yet. At the end:
 completed jobs in the database (must be ``--jobs``: exit 1 otherwise), job_events per job, and
 the database's size per job (whole database, and the jobs and job_events tables with their
 indexes).

@@ -45,10 +45,16 @@ class Windows:
         self.pid, self.length = pid, length
         self.started = self.last_at = self.progress_at = time.perf_counter()
         self.done = 0
+        self.rss_peak = 0.0
         self.rows: list[dict[str, Any]] = []
 
     def due(self) -> bool:
+        self.rss_peak = max(self.rss_peak, self.rss())
         return time.perf_counter() - self.last_at >= self.length
+
+    def rss(self) -> float:
+        # main process + prefork pool: what the machine gives the worker
+        return sum(rss_mb(self.pid, "VmRSS").values())
 
     def stalled(self) -> bool:
         return time.perf_counter() - self.progress_at > max(STALL, 3 * self.length)
@@ -60,8 +66,11 @@ class Windows:
                           "seconds": seconds, "jobs": done - self.done,
                           "jobs_per_s": (done - self.done) / seconds,
                           "unfinished": unfinished_jobs(),
-                          # main process + prefork pool: what the machine gives the worker
-                          "rss_mb": sum(rss_mb(self.pid, "VmRSS").values())})
+                          # The window's peak, sampled at every look at the backlog: a single
+                          # sample can fall just after a pool process was replaced
+                          # (max tasks per child) and miss a whole process.
+                          "rss_mb": max(self.rss_peak, self.rss())})
+        self.rss_peak = 0.0
         if done > self.done:
             self.progress_at = now
         self.last_at, self.done = now, done
