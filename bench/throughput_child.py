@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,46 +27,41 @@ def main() -> None:
 
 # -- process measurements ------------------------------------------------------------------
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process, its reaped children and its live children."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid:
-            total += sum(int(f) for f in fields[11:15]) / TICK
-        elif int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
-
-
-def own_cpu(pid: int) -> float:
-    """CPU seconds of the process itself (not its children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def servers_cpu() -> float:
-    """CPU seconds of this machine's PostgreSQL and Redis server processes: on one machine
-    they share the cores with the workers, so their work per job counts too."""
-    total = 0.0
+def processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields after it) of every process in /proc/<pid>/stat."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             head, tail = (entry / "stat").read_text().rsplit(")", 1)
-        except OSError:
+        except OSError:  # it ended meanwhile
             continue
-        if head.endswith(("(postgres", "(redis-server")):
-            # With the children's: the postmaster reaps each backend whose client went away
-            # (a pool process replaced after max tasks per child), and only then is its CPU
-            # counted anywhere.
-            total += sum(int(f) for f in tail.split()[11:15]) / TICK
-    return total
+        yield int(entry.name), head.split("(", 1)[1], tail.split()
+
+
+def cpu(fields: list[str], children: bool = False) -> float:
+    """CPU seconds (user + system) from stat fields, with the reaped children's if asked."""
+    return sum(int(f) for f in fields[11:15 if children else 13]) / TICK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its live children."""
+    return sum(cpu(fields, children=True) if number == pid else cpu(fields)
+               for number, _, fields in processes() if pid in (number, int(fields[1])))
+
+
+def own_cpu(pid: int) -> float:
+    """CPU seconds of the process itself (not its children)."""
+    return next(cpu(fields) for number, _, fields in processes() if number == pid)
+
+
+def servers_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL and Redis server processes: on one machine
+    they share the cores with the workers, so their work per job counts too. With the
+    children's: the postmaster reaps each backend whose client went away (a pool process
+    replaced after max tasks per child), and only then is its CPU counted anywhere."""
+    return sum(cpu(fields, children=True) for _, name, fields in processes()
+               if name in ("postgres", "redis-server"))
 
 
 def redis_calls() -> int:

@@ -119,16 +119,15 @@ class NewJob:
 
 def _event(conn: Connection, job_id: str, source: str | None, target: str, *, step: str | None,
            attempt: int, detail: str | None, at: datetime) -> None:
-    conn.execute(transitions.EVENT, {
-        "job_id": job_id, "at": at, "from_state": source, "to_state": target, "step": step,
-        "attempt": attempt, "worker": worker_name(), "detail": detail})
+    conn.execute(transitions.EVENT, _event_row(job_id, source, target, detail, at, step=step,
+                                               attempt=attempt))
 
 
-def _event_row(job_id: str, source: str | None, target: str, detail: str | None,
-               at: datetime) -> dict[str, Any]:
-    """A creation event (no step, attempt 0)."""
-    return {"job_id": job_id, "at": at, "from_state": source, "to_state": target, "step": None,
-            "attempt": 0, "worker": worker_name(), "detail": detail}
+def _event_row(job_id: str, source: str | None, target: str, detail: str | None, at: datetime,
+               *, step: str | None = None, attempt: int = 0) -> dict[str, Any]:
+    """A history row; creation events have no step and attempt 0."""
+    return {"job_id": job_id, "at": at, "from_state": source, "to_state": target, "step": step,
+            "attempt": attempt, "worker": worker_name(), "detail": detail}
 
 
 def create_jobs(new: Sequence[NewJob], *, queued: bool = True, batch_name: str | None = None,
@@ -157,7 +156,7 @@ def _insert_job(conn: Connection, job: NewJob, queued: bool, at: datetime) -> No
     events = [_event_row(job.id, None, JobState.PENDING, detail, at)]
     if queued:
         events.append(_event_row(job.id, JobState.PENDING, JobState.QUEUED, None, at))
-    conn.execute(transitions.EVENT, events)  # one multi-row INSERT on PostgreSQL
+    conn.execute(transitions.EVENT, events)  # one executemany: psycopg sends both at once
 
 
 def transition(job_id: str, target: JobState, *, sources: Iterable[JobState] | None = None,
