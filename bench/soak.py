@@ -55,11 +55,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--window", type=float, default=30.0, help="seconds per sample")
     parser.add_argument("--ahead", type=int, default=500, help="most jobs unfinished at once")
-    parser.add_argument("--smoke", action="store_true", help="1000 jobs, 5 s windows (< 90 s)")
+    parser.add_argument("--smoke", action="store_true", help="500 jobs, 3 s windows (< 60 s)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.smoke:
-        args.jobs, args.window = 1000, 5.0
+        args.jobs, args.window = 500, 3.0
     return args
 
 
