@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from cli.processes import stop
 
 REPO = Path(__file__).resolve().parents[1]
 RSS_LIMIT_MB = 200.0
@@ -118,7 +119,7 @@ def measure(count: int, args: argparse.Namespace, budget: float | None = None) -
             worker_mb = {"main": worker_mb.pop(worker.pid, 0.0),
                          "child": max(worker_mb.values(), default=0.0)}
         finally:
-            stop(worker)
+            stop([worker])
         if run.get("jobs_done") != count or run.get("status") != "completed":
             raise SystemExit(f"run incomplete at {count}: {run}\n{log.read_text()[-3000:]}")
         return summarize(count, run, budget, generated, wall, cli_mb, worker_mb, base_mb)
@@ -143,15 +144,6 @@ def start_worker(env: dict[str, str], root: Path, lanes: int,
             raise SystemExit(f"worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
     return proc, log
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def run_cli(env: dict[str, str], root: Path) -> tuple[dict[str, Any], float, float]:

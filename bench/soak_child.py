@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 from bench.rotation import rss_mb
-from bench.throughput_child import Pipeline, stop_worker
+from bench.throughput_child import Pipeline
+from cli.processes import stop
 
 CHUNK = 50  # files submitted between two looks at the backlog and the clock
 STALL = 120.0  # seconds without a completion (at least 3 windows) before giving up
@@ -31,7 +32,7 @@ def main() -> None:
     try:
         windows = stream(runner, Windows(worker.pid, window), total, ahead)
     finally:
-        stop_worker(worker)
+        stop([worker], timeout=60)
     from orchestrator.store.jobs import count_by_state
 
     print(json.dumps({"windows": windows, "submitted": runner.counter, "by_state": count_by_state(),

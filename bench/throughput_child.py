@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from cli.processes import stop
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -80,18 +81,10 @@ def start_worker(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 90
     while "ready." not in log.read_text(errors="replace"):
         if time.monotonic() > deadline or proc.poll() is not None:
-            stop_worker(proc)  # never leave a stray worker eating another run's messages
+            stop([proc], timeout=60)  # never leave a stray worker eating another run's messages
             raise SystemExit(f"worker not ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
     return proc
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -130,7 +123,7 @@ class Runner:
         done = self.run_many(jobs)
         wall = time.perf_counter() - started
         after = self.cpu_now(worker.pid), self.calls()
-        stop_worker(worker)
+        stop([worker], timeout=60)
         cpu = {key: (after[0][key] - before[0][key]) * 1000 / jobs for key in after[0]}
         out = {"jobs_per_s": done / wall, "completed": done,
                "cpu_ms_per_job": cpu["worker"],
@@ -197,7 +190,7 @@ class RawCelery(Runner):
         for at, result in sent:
             wait_for(result, 120)
             latencies.append((result.date_done.replace(tzinfo=UTC) - at).total_seconds())
-        stop_worker(worker)
+        stop([worker], timeout=60)
         return percentiles(latencies)
 
 
@@ -278,7 +271,7 @@ class Pipeline(Runner):
         while self.completed() < self.counter and time.monotonic() < deadline:
             time.sleep(0.05)
         latencies = [(store.get_job(j).finished_at - at).total_seconds() for at, j in sent]
-        stop_worker(worker)
+        stop([worker], timeout=60)
         return percentiles(latencies)
 
 
