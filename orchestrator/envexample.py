@@ -1,6 +1,8 @@
-"""``deploy/pipeline.env.example``, generated from the settings themselves so it cannot drift.
+"""``deploy/pipeline.env.example`` and ``docs/reference.md``, generated from the settings
+themselves so they cannot drift (the README once documented two settings that never existed).
 
     python -m orchestrator.envexample > deploy/pipeline.env.example
+    python -m orchestrator.envexample --markdown > docs/reference.md
 
 Every field of :class:`orchestrator.settings.Settings` is listed with what it means, its
 bounds and its default. A unit test (tests/unit/test_deploy_files.py) fails when a setting is
@@ -118,6 +120,35 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKDOWN_HEADER = """\
+# Settings reference
+
+Generated from `orchestrator/settings.py` by
+`python -m orchestrator.envexample --markdown > docs/reference.md`; do not edit by hand.
+
+One settings object, read from `PIPELINE_*` environment variables (or `PIPELINE_<NAME>_FILE` for
+the secrets that have one), validated at start: a bad value stops the process with one line per
+problem and exit code 3, e.g.
+`PIPELINE_PORTFOLIO_SIZE='500': Input should be less than or equal to 100`. A `PIPELINE_*`
+variable that names no setting is reported as a warning (a typo would otherwise be ignored in
+silence). `celeryconfig.py`, the CLI, the watcher and the workers all read this one object.
+The same list, as an environment file to copy: `deploy/pipeline.env.example`.
+"""
+
+
+def render_markdown() -> str:
+    """The settings as Markdown tables, one per section."""
+    lines = [MARKDOWN_HEADER]
+    for name, field in Settings.model_fields.items():
+        if name in SECTIONS:
+            lines += ["", f"## {SECTIONS[name]}", "",
+                      "| variable | default | values | meaning |", "|---|---|---|---|"]
+        cells = [f"`PIPELINE_{name.upper()}`", f"`{_default(field)}`" if _default(field) else
+                 "unset", _allowed(field), describe(name, field)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _default(field: FieldInfo) -> str:
     value = field.default
     if value is None:
@@ -161,4 +192,6 @@ def _kind(annotation: object) -> str:
 
 
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render_markdown() if "--markdown" in sys.argv[1:] else render(), end="")

@@ -6,8 +6,10 @@ embedded setup: broker, result backend and status database as local files under 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -280,13 +282,34 @@ def explain(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: ``PIPELINE_*`` variables that are read, but are not settings: the CLI's token, the API
+#: address of the CLI's remote mode, fault points and knobs of the tests and benchmarks.
+NOT_SETTINGS = ("PIPELINE_TOKEN", "PIPELINE_API_URL", "PIPELINE_FAULTS", "PIPELINE_WATCH_FAULT",
+                "PIPELINE_ROTATION_CRASH_AT", "PIPELINE_SQL_STATS_DIR", "PIPELINE_TEST_",
+                "PIPELINE_REQUIRE_SERVERS", "PIPELINE_FUZZ_SECONDS", "PIPELINE_MULTIHOST_JOBS")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``PIPELINE_*`` names in ``environ`` that no setting reads: most often a typo, or a
+    setting documented somewhere it never existed, which pydantic would ignore in silence."""
+    known = {f"PIPELINE_{name.upper()}" for name in Settings.model_fields}
+    known |= {f"{name}_FILE" for name in known}
+    return sorted(key for key in environ if key.startswith("PIPELINE_") and key not in known
+                  and not key.startswith(NOT_SETTINGS))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, validated once; a bad value raises ConfigError."""
+    """The process-wide settings, validated once; a bad value raises ConfigError, an unknown
+    ``PIPELINE_*`` variable is logged as a warning."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
         raise ConfigError("bad settings:\n" + explain(error)) from None
+    for name in unknown_variables(os.environ):
+        logging.getLogger(__name__).warning(
+            "%s is not a setting and is ignored (every setting: docs/reference.md)", name)
+    return settings
 
 
 def reset_settings() -> None:

@@ -53,6 +53,29 @@ def server_url(name: str) -> str:
     pytest.skip(message)
 
 
+#: Suites that only ``pytest --full`` runs: they kill processes, fuzz for a time budget or build
+#: network namespaces, and together take most of the suite's time. ``pytest`` alone is the quick
+#: layer (unit tests and the real-worker integration tests that prove the main paths).
+FULL_ONLY = ("fault", "fuzz", "multihost")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help="run every test: also tests/fault, tests/fuzz, tests/multihost")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    kept, skipped = [], []
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts[0]
+        (skipped if folder in FULL_ONLY else kept).append(item)
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = kept
+
+
 @pytest.fixture
 def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No PIPELINE_* variable set, the working directory a fresh folder, no cached settings."""

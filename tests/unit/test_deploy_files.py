@@ -229,3 +229,11 @@ def test_the_example_file_loads_as_settings(tmp_path: Path, monkeypatch: pytest.
     # when settings load, then they are valid
     settings = Settings()
     assert settings.share_dir == Path("/srv/pipeline/share")
+
+
+def test_the_settings_reference_is_exactly_what_the_generator_writes() -> None:
+    # the README once documented PIPELINE_STEP_SOFT_TIME_LIMIT, which never existed: the
+    # reference is generated from the settings, and this fails when it was not regenerated
+    reference = DEPLOY.parent / "docs" / "reference.md"
+    assert reference.read_text() == envexample.render_markdown(), (
+        "regenerate: python -m orchestrator.envexample --markdown > docs/reference.md")

@@ -138,3 +138,23 @@ def test_public_dict_masks_every_password_of_a_failover_broker_url(
     monkeypatch.setenv("PIPELINE_BROKER_URL", url)
     reset_settings()
     assert "secret" not in repr(get_settings().public_dict())
+
+
+# ----------------------------------------------------------------------------- unknown names
+
+
+def test_a_misspelt_variable_is_reported_not_ignored_in_silence(
+        clean: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # given a variable the README once documented but no setting reads, and a real one
+    monkeypatch.setenv("PIPELINE_STEP_SOFT_TIME_LIMIT", "5")
+    monkeypatch.setenv("PIPELINE_VALIDATE_SOFT_TIME_LIMIT", "5")
+    monkeypatch.setenv("PIPELINE_TOKEN", "pot_x")  # read by the CLI, not a setting
+    # when the settings are read
+    with caplog.at_level("WARNING", logger="orchestrator.settings"):
+        settings = get_settings()
+    # then the unknown one is named in a warning, the real one applies, the token is no typo
+    assert settings.validate_soft_time_limit == 5
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("PIPELINE_STEP_SOFT_TIME_LIMIT is not a setting" in m for m in warned), warned
+    assert not any("PIPELINE_VALIDATE_SOFT_TIME_LIMIT" in m or "PIPELINE_TOKEN" in m
+                   for m in warned)
