@@ -15,8 +15,9 @@ from sqlalchemy.exc import DBAPIError
 
 from orchestrator.celery import app
 from orchestrator.rotation import journal, runner
-from orchestrator.rotation.batch import discard, run_batch
+from orchestrator.rotation.batch import run_batch
 from orchestrator.rotation.failures import kind_of
+from orchestrator.rotation.packing import discard
 from orchestrator.rotation.plan import BatchSpec, archive_relpath, decode_cutoffs
 from orchestrator.settings import get_settings
 from orchestrator.store.jobs import now

@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -27,6 +26,7 @@ from orchestrator.rotation.failures import classify_os_error, kind_of
 from orchestrator.rotation.packing import (
     Source,
     Written,
+    discard,
     expected_members,
     fsync_dir,
     manifest_path,
@@ -42,6 +42,7 @@ from orchestrator.rotation.plan import (
     up_to,
 )
 from orchestrator.rotation.removal import remove_job_folders
+from orchestrator.rotation.resume import finish_committed
 from orchestrator.rotation.throttle import BURST_SECONDS, Throttle
 from orchestrator.settings import Settings
 from orchestrator.store import jobs as store
@@ -94,7 +95,6 @@ def run_batch(run_id: str, cutoffs: dict[str, datetime], spec: BatchSpec, settin
         return Outcome(run_id, spec.seq, "skipped", message="the run was stopped")
     status = journal.begin_batch(run_id, spec.seq, archive, spec.jobs, spec.bytes)
     if status == "committed":  # a redelivery after a crash between rows and removal
-        from orchestrator.rotation.resume import finish_committed
 
         finish_committed(share, run_id, spec.seq, archive)
         return Outcome(run_id, spec.seq, "already", archive=archive)
@@ -128,7 +128,7 @@ def _rotate(batch: _Batch, cutoffs: dict[str, datetime]) -> Outcome:
             _commit(batch, written)
         except IllegalTransition as error:
             log.info("rotation batch %s: %s; redoing it", batch.archive, error)
-            _discard(batch.share.root / batch.archive)
+            discard(batch.share.root / batch.archive)
             continue
         faults.checkpoint(faults.AFTER_ROWS, batch.share.root / batch.archive)
         _report(batch, "removing", len(written.jobs), written.bytes)
@@ -169,10 +169,10 @@ def _pack(batch: _Batch, sources: list[Source]) -> Written:
                                            "size": written.size})
         fsync_dir(target.parent)
     except OSError as error:
-        _discard(target)
+        discard(target)
         raise classify_os_error(error, batch.archive) from error
     except CorruptArchive:
-        _discard(target)
+        discard(target)
         raise
     return written
 
@@ -199,16 +199,6 @@ def _failed(batch: _Batch, error: PipelineError) -> Outcome:
     journal.batch_failed(batch.run_id, batch.spec.seq, kind, str(error),
                          stop=isinstance(error, StorageFull))
     return Outcome(batch.run_id, batch.spec.seq, "failed", kind=kind, message=str(error))
-
-
-def _discard(target: Path) -> None:
-    """Remove an archive that will not be used (and its temporary file and manifest)."""
-    for path in (target, target.with_name(f".{target.name}.part"), manifest_path(target)):
-        path.unlink(missing_ok=True)
-
-
-def discard(target: Path) -> None:
-    _discard(target)
 
 
 def _report(batch: _Batch, phase: str, jobs_done: int, bytes_done: int,

@@ -258,6 +258,12 @@ def manifest_path(archive: Path) -> Path:
     return archive.with_name(archive.name.removesuffix(".tar.gz") + ".manifest.json")
 
 
+def discard(archive: Path) -> None:
+    """Remove an archive that will not be used (and its temporary file and manifest)."""
+    for path in (archive, archive.with_name(f".{archive.name}.part"), manifest_path(archive)):
+        path.unlink(missing_ok=True)
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

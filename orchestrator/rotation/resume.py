@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from orchestrator.paths import Share
 from orchestrator.rotation import journal
-from orchestrator.rotation.packing import sha256_of
+from orchestrator.rotation.packing import discard, sha256_of
 from orchestrator.rotation.removal import remove_job_folders
 from orchestrator.settings import Settings
 from orchestrator.store.db import transaction
@@ -55,8 +55,6 @@ def finish_interrupted(settings: Settings, share: Share) -> Resumed:
             done.folders_removed += removed
     cutoff = now() - stale_after(settings)
     for row in journal.batches_in("writing", updated_before=cutoff):
-        from orchestrator.rotation.batch import discard
-
         discard(share.root / row.archive_path)
         journal.mark(row.id, "abandoned", "its task died before the rows changed")
         done.orphans_deleted += 1
