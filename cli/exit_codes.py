@@ -1,4 +1,4 @@
-"""Named exit codes of every ``pipeline`` command (also listed in ``--help`` and the README)."""
+"""Named exit codes of every ``pipeline`` command (listed in ``pipeline --help`` and the README)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,12 @@ def for_error(error: PipelineError) -> Exit:
     return Exit.ERROR
 
 
-def epilog() -> str:
+def exit_code_table() -> str:
+    """The whole table, shown once: at the end of ``pipeline --help``."""
     rows = "\n".join(f"  {int(code):>3}  {text}" for code, text in MEANING.items())
     return f"\b\nExit codes:\n{rows}"
+
+
+def epilog() -> str:
+    """What every subcommand's ``--help`` ends with: where the table is, not the table."""
+    return "Exit codes: see `pipeline --help`."

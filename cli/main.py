@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 
 from cli import render
 from cli.auth import requires
-from cli.exit_codes import Exit, epilog, for_error
+from cli.exit_codes import Exit, epilog, exit_code_table, for_error
 from orchestrator.auth import Role
 from orchestrator.errors import ConfigError, JobNotFound, PipelineError
 from orchestrator.optimizer.request import OBJECTIVES
@@ -40,7 +40,7 @@ class PipelineGroup(click.Group):
             ctx.exit(Exit.INTERRUPTED)
 
 
-@click.group(cls=PipelineGroup, epilog=epilog())
+@click.group(cls=PipelineGroup, epilog=exit_code_table())
 @click.version_option(package_name="pipeline-orchestrator")
 def pipeline() -> None:
     """Pipeline Orchestrator: price files in, optimized portfolios out, every step recorded."""
@@ -99,8 +99,11 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_jso
         render.emit_json({"jobs": job_ids, "batches": batch_ids,
                           "states": {j.id: j.state.value for j in ended} if wait else None})
     if wait:
-        completed = all(j.state is JobState.COMPLETED for j in ended)
-        raise SystemExit(Exit.OK if completed else Exit.JOB_FAILED)
+        unfinished = [j for j in ended if j.state is not JobState.COMPLETED]
+        if not as_json:
+            for job in unfinished:
+                render.line(_ended_badly(job))
+        raise SystemExit(Exit.JOB_FAILED if unfinished else Exit.OK)
 
 
 def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,
@@ -122,6 +125,14 @@ def _submitted(job_id: str) -> str:
     if job.state is JobState.CANCELLED and (job.error or {}).get("type") == "DuplicateInput":
         return f"job {job_id} not run: {job.error['message']}"  # type: ignore[index]
     return f"submitted job {job_id}"
+
+
+def _ended_badly(job: store.Job) -> str:
+    """Why a waited-for job did not complete: its step and its whole reason."""
+    error = job.error or {}
+    step = error.get("step") or job.step
+    where = f" in {step}" if step else ""
+    return f"job {job.id} {job.state.value}{where}: {render.outcome(job) or 'no reason recorded'}"
 
 
 def _wait(job_ids: list[str], quiet: bool) -> list[store.Job]:
@@ -305,12 +316,12 @@ def config(as_json: bool) -> None:
             click.echo(f"PIPELINE_{key.upper()}={value}")
 
 
-@pipeline.group()
+@pipeline.group(epilog=epilog())
 def db() -> None:
     """The status database."""
 
 
-@db.command()
+@db.command(epilog=epilog())
 @requires(Role.ADMIN)
 def upgrade() -> None:
     """Create or migrate the schema to the newest revision (run before new workers start)."""

@@ -117,7 +117,7 @@ def show_status(prefix: str, follow_it: bool, interval: float, as_json: bool) ->
             render.emit_json([j.to_dict() for j in ended])
         else:
             for job in ended:
-                render.console.print(f"{job.id} {job.state.value}: {render.outcome(job)}")
+                render.line(f"{job.id} {job.state.value}: {render.outcome(job)}")
         raise SystemExit(outcome_code(ended))
     if found is None:
         members = [store.get_job(j) for j in ids]

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from orchestrator.store.jobs import Job, JobEvent
 
@@ -21,6 +22,12 @@ STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
 
 def emit_json(payload: Any) -> None:
     click_echo(json.dumps(payload, indent=2, default=str))
+
+
+def line(text: str) -> None:
+    """One line of plain text, whole: no wrapping, no cut, no rich markup (a message may hold
+    brackets from the input file)."""
+    console.print(Text(text), soft_wrap=True)
 
 
 def click_echo(text: str) -> None:
@@ -38,17 +45,26 @@ def _state(state: str) -> str:
     return f"[{style}]{state}[/]" if style else state
 
 
+def _wrapped(header: str) -> Column:
+    """A column whose text wraps, and folds words longer than the column: never cut."""
+    return Column(header, overflow="fold", ratio=1)
+
+
 def jobs_table(jobs: Sequence[Job]) -> Table:
-    table = Table("job", "input", "state", "step", "progress", "created", "result / error")
+    table = Table("job", "input", "state", "step", "progress", "created",
+                  _wrapped("result / error"))
     for job in jobs:
-        table.add_row(job.id[:12], job.input_name, _state(job.state.value), job.step or "",
-                      f"{job.progress:.0f}%", _when(job.created_at), outcome(job))
+        table.add_row(job.id[:12], Text(job.input_name), _state(job.state.value),
+                      job.step or "", f"{job.progress:.0f}%", _when(job.created_at),
+                      Text(outcome(job)))
     return table
 
 
 def outcome(job: Job) -> str:
+    """A job's result in one line, or its whole error message (never cut: the end of a
+    message is often the advice, e.g. "Submit with --force")."""
     if job.error:
-        return str(job.error.get("message", ""))[:80]
+        return str(job.error.get("message", ""))
     if job.result:
         r = job.result
         return (f"{r.get('holdings')} holdings, return {r.get('expected_return', 0):.1%}, "
@@ -57,13 +73,14 @@ def outcome(job: Job) -> str:
 
 
 def job_panel(job: Job, folder: str | None) -> Table:
-    table = Table(show_header=False, box=None)
-    rows = [("job", job.id), ("input", job.input_name), ("state", _state(job.state.value)),
-            ("step", job.step or ""), ("progress", f"{job.progress:.0f}%"),
-            ("attempts", str(job.attempts)), ("batch", job.batch_id or ""),
-            ("created", _when(job.created_at)), ("finished", _when(job.finished_at)),
-            ("folder", folder or ""), ("params", json.dumps(job.params)),
-            ("outcome", outcome(job))]
+    table = Table(Column(no_wrap=True), _wrapped(""), show_header=False, box=None)
+    rows: list[tuple[str, str | Text]] = [
+        ("job", job.id), ("input", Text(job.input_name)), ("state", _state(job.state.value)),
+        ("step", job.step or ""), ("progress", f"{job.progress:.0f}%"),
+        ("attempts", str(job.attempts)), ("batch", job.batch_id or ""),
+        ("created", _when(job.created_at)), ("finished", _when(job.finished_at)),
+        ("folder", Text(folder or "")), ("params", Text(json.dumps(job.params))),
+        ("outcome", Text(outcome(job)))]
     if job.archive_path:  # where rotation put it (and, once restored, where it was)
         rows.append(("archive", f"{job.archive_path} (sha256 {job.archive_sha256})"))
     for key, value in rows:
@@ -72,8 +89,8 @@ def job_panel(job: Job, folder: str | None) -> Table:
 
 
 def history_table(events: Sequence[JobEvent]) -> Table:
-    table = Table("time (UTC)", "from", "to", "step", "attempt", "worker", "detail")
+    table = Table("time (UTC)", "from", "to", "step", "attempt", "worker", _wrapped("detail"))
     for e in events:
         table.add_row(_when(e.at), e.from_state or "", _state(e.to_state), e.step or "",
-                      str(e.attempt), e.worker or "", (e.detail or "")[:100])
+                      str(e.attempt), e.worker or "", Text(e.detail or ""))
     return table
