@@ -284,7 +284,9 @@ def flower(address: str | None, port: int | None, allow_open: bool,
            flower_args: tuple[str, ...]) -> None:
     """Run Flower against the pipeline: basic auth, loopback, persistent, task events on.
 
-    Extra arguments go to Flower, e.g. `pipeline flower -- --auth_provider=...`.
+    Extra arguments go to Flower, e.g. `pipeline flower -- --auth_provider=...
+    --auth=...`; --address, --port, --conf and --basic_auth are refused there (use the
+    options above and PIPELINE_FLOWER_*, which are checked).
     Example: PIPELINE_FLOWER_USER=ops PIPELINE_FLOWER_PASSWORD=... pipeline flower
     """
     import os
@@ -292,10 +294,12 @@ def flower(address: str | None, port: int | None, allow_open: bool,
     from cli.main import orchestrator
     from orchestrator.monitoring import flower as config
 
+    refused = config.refused_passthrough(flower_args)
+    if refused:
+        raise click.UsageError("; ".join(refused))
     settings = orchestrator().settings
     users = config.credentials(settings)
-    other_auth = any(a.lstrip("-").startswith(("auth", "basic_auth")) for a in flower_args) or \
-        any(os.environ.get(v) for v in ("FLOWER_BASIC_AUTH", "FLOWER_AUTH"))
+    other_auth = config.other_authentication(flower_args, dict(os.environ))
     bind = address or settings.flower_address
     if not users and not other_auth:
         if not (config.is_loopback(bind) or allow_open):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func
+
 from orchestrator.errors import IllegalTransition, PipelineError
 from orchestrator.monitoring import notify
 from orchestrator.paths import Share, write_json
@@ -35,7 +37,8 @@ class Begun:
 def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Begun | None:
     """Mark ``step`` started by ``task_id``; None when this delivery must not run it.
 
-    Accepted, in order: a queued job (first step of a run, a retry, a recovery); the previous
+    Accepted, in order: a queued job at the step its record expects (validate when none is
+    recorded: a submission; else the step a retry or recovery queued it for); the previous
     step just finished; the same step again, only if it is this very message coming back (the
     broker redelivered it: its worker died) or the step's lease ran out (abandoned). A second
     copy of a step whose holder is alive is refused, so no two copies of a step run at once.
@@ -45,7 +48,9 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
              "progress": STEP_START[step]}
     index = STEPS.index(step)
     after_previous = [({S.PROCESSING}, STEPS[index - 1], False, None, None)] if index else []
-    from_queue = ({S.QUEUED}, None, True, None, None)
+    # From queued, only the step the record expects (a relabelled message names another).
+    from_queue = ({S.QUEUED}, None, True, None,
+                  lambda: func.coalesce(jobs.c.step, STEPS[0]) == step)
     redelivery = ({S.PROCESSING}, step, True, "redelivered: the step runs again",
                   lambda: (jobs.c.task_id == task_id) | (jobs.c.lease_until < at))
     # The likely way first: each miss costs a round trip.

@@ -16,6 +16,7 @@ from celery import Celery, chain, chord
 from celery.canvas import Signature
 
 from orchestrator.errors import IllegalTransition
+from orchestrator.messages import addressed_to
 from orchestrator.paths import Share
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store import jobs as store
@@ -95,8 +96,8 @@ class Orchestrator:
         if input_name is None:
             input_name = store.input_names([job_id]).get(job_id, "")
         shown = describe(job_id, input_name, batch_id)  # what Flower and logs show as args
-        sigs = [self.app.signature(f"pipeline.{step}", task_id=task_id(job_id, step, run),
-                                   argsrepr=shown, kwargsrepr="{}")
+        sigs = [self.app.signature(f"pipeline.{step}", kwargs=addressed_to(step),  # signed
+                                   task_id=task_id(job_id, step, run), argsrepr=shown)
                 for step in steps]
         sigs[0] = sigs[0].clone(args=(message,))
         if batch_id is not None:
@@ -114,7 +115,7 @@ class Orchestrator:
         folder = self.share.move_job(job_id, "processing")
         (folder / "error.json").unlink(missing_ok=True)
         queued = store.transition(job_id, JobState.QUEUED,
-                                  sources={JobState.FAILED, JobState.CANCELLED}, step=None,
+                                  sources={JobState.FAILED, JobState.CANCELLED}, step=step,
                                   detail=f"retry from {step}", error=None, finished_at=None)
         self.job_chain(job_id, job.batch_id, from_step=step, run=queued.attempts).apply_async()
         return queued

@@ -18,7 +18,7 @@ from time import perf_counter
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
@@ -27,7 +27,7 @@ from orchestrator.errors import DataError, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.jobspec import JobParams
 from orchestrator.logs import job_context
-from orchestrator.messages import JobMessage
+from orchestrator.messages import JobMessage, misaddressed
 from orchestrator.monitoring import progress as progress_meta
 from orchestrator.paths import Share
 from orchestrator.settings import get_settings
@@ -58,8 +58,12 @@ class StepTask(Task):
     step: str = ""
     typing = False
 
-    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, payload: dict[str, Any], step: str | None = None) -> dict[str, Any]:
         message = JobMessage.decode(payload)
+        refused = misaddressed(self.step, step)  # ``step`` is signed, the task name is not
+        if refused is not None:
+            log.error("job %s: message %s refused: %s", message.job_id, self.request.id, refused)
+            raise Reject(refused, requeue=False)
         if message.outcome != "ok":
             return message.encode()
         with job_context(message.job_id, self.step):  # every log line names job and step

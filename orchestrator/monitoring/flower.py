@@ -65,6 +65,55 @@ def is_loopback(address: str) -> bool:
             return False
 
 
+#: Flower options that ``pipeline flower`` sets itself and checks: passed through after ``--``
+#: they would override the checked values (Flower reads its command line last), so they are
+#: refused there, with what to use instead.
+OWN_OPTIONS = {
+    "address": "pass `pipeline flower --address ADDRESS` (before `--`), which is checked",
+    "port": "pass `pipeline flower --port PORT` (before `--`)",
+    "conf": "pipeline flower sets Flower's configuration itself (PIPELINE_FLOWER_*)",
+    "basic_auth": "a password on the command line is visible to every user in ps and "
+                  "/proc/<pid>/cmdline: set PIPELINE_FLOWER_USER and PIPELINE_FLOWER_PASSWORD "
+                  "(or PIPELINE_FLOWER_BASIC_AUTH) instead",
+}
+
+
+def option_name(arg: str) -> str | None:
+    """The Flower option an argument sets, as Flower and tornado read it (any number of leading
+    dashes, ``-`` or ``_`` between words, ``=value`` or none); None for a non-option."""
+    if not arg.startswith("-"):
+        return None
+    return arg.lstrip("-").partition("=")[0].replace("-", "_").lower() or None
+
+
+def passthrough_options(args: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Flower options set by pass-through arguments: name -> value (``""`` when none).
+
+    Flower drops arguments that name none of its options and parses the rest, wherever they
+    are, so every argument is looked at (not just those before the first positional one).
+    """
+    found: dict[str, str] = {}
+    for arg in args:
+        name = option_name(arg)
+        if name is not None:
+            found[name] = arg.partition("=")[2]
+    return found
+
+
+def refused_passthrough(args: tuple[str, ...] | list[str]) -> list[str]:
+    """Why each pass-through argument that would override a checked setting is refused."""
+    given = passthrough_options(args)
+    return [f"--{name} cannot be passed through to Flower: {why}"
+            for name, why in OWN_OPTIONS.items() if name in given]
+
+
+def other_authentication(args: tuple[str, ...] | list[str], environ: dict[str, str]) -> bool:
+    """Flower authenticates by other means: its OAuth (``--auth``, a non-empty pattern of
+    accounts, passed through or as FLOWER_AUTH) or FLOWER_BASIC_AUTH in its environment."""
+    auth = passthrough_options(args).get("auth") or environ.get("FLOWER_AUTH")
+    return bool(auth) or bool(environ.get("FLOWER_BASIC_AUTH"))
+
+
 def command(address: str | None, port: int | None, extra: tuple[str, ...] = ()) -> list[str]:
     args = [sys.executable, "-m", "celery", "-A", "orchestrator", "flower",
             f"--conf={CONFIG_FILE}"]

@@ -48,14 +48,15 @@ def task_body(job_id: str) -> list[object]:
             {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
 
 
-def publish(url: str, body: object, **options: object) -> None:
-    """A plain kombu producer: no Celery, no key, straight onto the validate queue."""
+def publish(url: str, body: object, step: str = "validate", **options: object) -> None:
+    """A plain kombu producer: no Celery, no key, straight onto ``step``'s queue, with a
+    ``task`` header naming that step."""
     task_id = str(uuid.uuid4())
-    headers = {"lang": "py", "task": "pipeline.validate", "id": task_id, "root_id": task_id,
+    headers = {"lang": "py", "task": f"pipeline.{step}", "id": task_id, "root_id": task_id,
                "parent_id": None, "group": None, "retries": 0, "origin": "forger@elsewhere"}
     with Connection(url) as conn:
-        conn.Producer().publish(body, exchange=Exchange("validate", type="direct"),
-                                routing_key="validate", headers=headers, declare=[],
+        conn.Producer().publish(body, exchange=Exchange(step, type="direct"),
+                                routing_key=step, headers=headers, declare=[],
                                 **options)
 
 
@@ -115,3 +116,30 @@ def test_only_signed_task_messages_run(servers_env: Env, worker: Callable[..., P
     assert done.returncode == 0, done.stdout + done.stderr
     states = json.loads(done.stdout)["states"]
     assert list(states.values()) == ["completed"]
+
+
+def test_a_signed_message_relabelled_for_another_step_is_refused(
+        servers_env: Env, worker: Callable[..., Process], sample_csv: Path,
+        tmp_path: Path) -> None:
+    # given a signing worker, and a queued job whose own (unsigned) message it refused
+    keys = tmp_path / "keys"
+    signing_keys(keys, ("worker", "cli"))
+    running = worker(role_env(servers_env, keys, "worker"), concurrency=1)
+    orchestrator = Orchestrator(servers_env.settings, app=create_app(servers_env.settings))
+    victim = orchestrator.submit(sample_csv, {"portfolio_size": 12})
+    wait_count(running, "Refusing to deserialize untrusted content of type json", 1)
+    # when someone holding a genuine, signed validate message for it (the body the
+    # orchestrator composes, signed by a trusted key) relabels it pipeline.archive
+    first = orchestrator.job_chain(victim).tasks[0]
+    body = [list(first.args), dict(first.kwargs),
+            {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    publish(servers_env.settings.broker, signed_by(keys, "cli", body), step="archive",
+            content_type="application/data", content_encoding="utf-8")
+
+    # then the archive task refuses it, and says why
+    wait_count(running, "the message is for step 'validate', but was delivered to archive", 1)
+    assert running.proc.poll() is None
+    # and the job is untouched: still queued, its history only what the submission wrote
+    job = store.get_job(victim)
+    assert (job.state, job.step, job.attempts) == (JobState.QUEUED, None, 0)
+    assert [e.to_state for e in store.history(victim)] == ["pending", "queued"]
