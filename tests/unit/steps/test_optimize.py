@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.errors import ParameterError, SolverError
 from orchestrator.optimizer import cardinality, qp
+from orchestrator.optimizer.estimates import estimate
 from orchestrator.steps.optimize import (
     OBJECTIVES,
     Portfolio,
@@ -81,8 +82,56 @@ def test_exact_miqp_answers_min_volatility_on_the_sample(solved):
     # given the sample (57 tickers, within the exact solver's reach) and min_volatility K=20
     portfolio = solved[("min_volatility", 20)]
     # then the report says the subset is the proven optimum, and how far the search was
+    # (the two may be the same subset: equal up to rounding, never better by more)
     assert portfolio.selection["method"].startswith("exact MIQP")
-    assert portfolio.selection["search_gap"] >= 0
+    assert portfolio.selection["search_gap"] >= -cardinality.IMPROVEMENT
+
+
+def test_the_proven_subset_stands_when_the_search_ties_it_up_to_rounding(sample_prices):
+    # given the search's answer on the sample, its value made better by rounding noise
+    # (1e-16 relative, as seen on a busy machine)
+    est = estimate(sample_prices, PortfolioRequest(20))
+    problem = qp.Problem("min_volatility", est.mu, est.cov)
+    found = cardinality.select(problem, 20, 0.01, 0.25, lambda: np.arange(20))
+    tied = cardinality.Selection(found.solution, found.value * (1 - 2e-16), {"method": "search"})
+    # when the exact MIQP is tried against it
+    cardinality._try_exact(problem, 20, 0.01, 0.25, tied)
+    # then the proven optimum is the answer, and the gap within rounding
+    assert tied.details["method"].startswith("exact MIQP")
+    assert abs(tied.details["search_gap"]) <= cardinality.IMPROVEMENT
+
+
+def test_the_exact_solve_is_bounded_by_work_not_by_the_clock(sample_prices, monkeypatch):
+    # given a solver that reports how it was limited
+    seen: dict[str, object] = {}
+    real = cardinality.daqp.solve
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cardinality.daqp, "solve", spy)
+    est = estimate(sample_prices, PortfolioRequest(20))
+    # when the exact MIQP runs
+    chosen, verdict = cardinality.exact(qp.Problem("min_volatility", est.mu, est.cov), 20,
+                                        0.01, 0.25)
+    # then no wall-clock budget decides it (a busy machine gets the same answer), an
+    # iteration budget does, and the sample is proven within it
+    assert seen.get("time_limit", 0) == 0
+    assert seen["iter_limit"] == cardinality.EXACT_ITERATIONS
+    assert verdict == "proven optimal" and chosen is not None and chosen.size == 20
+
+
+def test_an_exhausted_iteration_budget_keeps_the_search_answer(sample_prices, monkeypatch):
+    # given an iteration budget too small to prove anything
+    monkeypatch.setattr(cardinality, "EXACT_ITERATIONS", 5)
+    est = estimate(sample_prices, PortfolioRequest(20))
+    problem = qp.Problem("min_volatility", est.mu, est.cov)
+    # when selecting, then the search's answer stands and the report says why
+    chosen = cardinality.select(problem, 20, 0.01, 0.25, lambda: np.arange(20))
+    assert chosen.details["exact"] == "not proven optimal (iteration_limit)"
+    assert chosen.details["method"] == "relaxation top-K + swap search"
+    assert chosen.solution.index.size == 20
 
 
 def test_portfolio_json_is_complete_and_sorted(solved):
