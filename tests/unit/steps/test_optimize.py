@@ -18,6 +18,7 @@ from orchestrator.steps.optimize import (
     OBJECTIVES,
     Portfolio,
     PortfolioRequest,
+    bound_warnings,
     check_request,
     optimize,
 )
@@ -301,3 +302,47 @@ def test_heavy_imports_happen_once_at_module_load():
                          check=True).stdout.splitlines()
     # then a task imports nothing new, and the step never loads cvxpy
     assert out == ["[]", "False"]
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def rising(prices: pd.DataFrame) -> pd.DataFrame:
+    """The same prices with 25 % a year added, so that max_sharpe has assets to hold."""
+    return prices.mul(np.exp(0.001 * np.arange(len(prices))), axis=0)
+
+
+@pytest.mark.parametrize("objective", ["min_volatility", "max_sharpe", "risk_parity"])
+def test_k_100_at_min_weight_1_percent_warns_that_the_bounds_decide(objective):
+    # given K = 100 and the default min_weight 0.01: one feasible point, 1 % each
+    portfolio = optimize(rising(random_prices(150, 300)), PortfolioRequest(100, objective))
+    # then the weights are equal, and the portfolio says why and what to change
+    assert set(np.round(list(portfolio.weights.values()), 12)) == {0.01}
+    [warning] = portfolio.warnings
+    assert f"the weight bounds decide the answer, not the objective {objective}" in warning
+    assert "portfolio_size 100 × min_weight 0.01 = 1" in warning
+    assert "lower min_weight (e.g. to 0.005)" in warning
+    assert portfolio.to_dict()["warnings"] == [warning]
+
+
+def test_k_times_max_weight_of_1_warns_with_the_fix(sample_prices):
+    portfolio = optimize(sample_prices, PortfolioRequest(10, max_weight=0.1))
+    [warning] = portfolio.warnings
+    assert "portfolio_size 10 × max_weight 0.1 = 1: every holding must be held at max_weight" \
+        in warning and "raise max_weight (e.g. to 0.2)" in warning
+
+
+def test_weights_all_at_their_bounds_warn():
+    # given 10 weights each at min_weight 0.05 or max_weight 0.15 (the bounds left no room)
+    request = PortfolioRequest(10, min_weight=0.05, max_weight=0.15)
+    weights = np.array([0.15] * 5 + [0.05] * 5)
+    # then the warning says the bounds, not the objective, set them
+    [warning] = bound_warnings(request, weights)
+    assert "every one of the 10 weights is at min_weight 0.05 or max_weight 0.15" in warning
+    # and one weight inside the bounds is the objective's choice: no warning
+    assert bound_warnings(request, np.array([0.15] * 4 + [0.1] * 2 + [0.05] * 4)) == []
+
+
+def test_an_ordinary_portfolio_has_no_warning(solved):
+    assert solved[("min_volatility", 20)].warnings == []
+    assert solved[("max_sharpe", 20)].to_dict()["warnings"] == []
