@@ -68,7 +68,8 @@ def outcome(job: Job) -> str:
     if job.result:
         r = job.result
         return (f"{r.get('holdings')} holdings, return {r.get('expected_return', 0):.1%}, "
-                f"vol {r.get('volatility', 0):.1%}, Sharpe {r.get('sharpe', 0):.2f}")
+                f"vol {r.get('volatility', 0):.1%}, Sharpe {r.get('sharpe', 0):.2f}"
+                + "".join(f"; warning: {w}" for w in r.get("warnings") or []))
     return ""
 
 

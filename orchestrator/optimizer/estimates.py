@@ -60,7 +60,8 @@ def ledoit_wolf(returns: np.ndarray) -> tuple[np.ndarray, float]:
     """Ledoit–Wolf shrunk covariance (daily) of centred returns, and the shrinkage."""
     t, n = returns.shape
     x = returns - returns.mean(axis=0)
-    sample = (x.T @ x) / t
+    sample = x.T @ x  # NumPy uses BLAS syrk for xᵀx: half the flops of a general product
+    sample /= t
     scale = float(np.trace(sample)) / n
     row_sq = np.einsum("ij,ij->i", x, x)
     frob = float(np.einsum("ij,ij->", sample, sample))
@@ -68,15 +69,17 @@ def ledoit_wolf(returns: np.ndarray) -> tuple[np.ndarray, float]:
     delta = (frob - n * scale**2) / n
     beta = min(beta, delta)
     shrinkage = 0.0 if beta == 0 else beta / delta
-    shrunk = (1.0 - shrinkage) * sample
-    shrunk.flat[:: n + 1] += shrinkage * scale
-    return shrunk, shrinkage
+    sample *= 1.0 - shrinkage  # in place: at 5,000 tickers each N × N copy is 200 MB
+    sample.flat[:: n + 1] += shrinkage * scale
+    return sample, shrinkage
 
 
 def sample_covariance(returns: np.ndarray) -> np.ndarray:
     """Unbiased sample covariance (divisor T − 1, as pandas and PyPortfolioOpt use)."""
     x = returns - returns.mean(axis=0)
-    return (x.T @ x) / (returns.shape[0] - 1)
+    cov = x.T @ x
+    cov /= returns.shape[0] - 1
+    return cov
 
 
 def ewma_mean(returns: np.ndarray, span: int) -> np.ndarray:
@@ -111,7 +114,8 @@ def estimate(prices: pd.DataFrame, request: PortfolioRequest) -> Estimates:
         info["ewma_span"] = request.ewma_span
     else:
         mu = returns.mean(axis=0)
-    mu, cov = mu * TRADING_DAYS, cov * TRADING_DAYS
+    mu = mu * TRADING_DAYS
+    cov *= TRADING_DAYS  # in place, as above
     if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
         raise SolverError("status estimation_failed: non-finite expected returns or covariance")
     dates = _dates(prices.index[1:])

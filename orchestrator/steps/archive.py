@@ -15,7 +15,7 @@ from orchestrator.steps import report_html
 
 PORTFOLIO_KEYS = ("objective", "expected_return", "volatility", "sharpe", "holdings",
                   "largest_weight", "effective_holdings", "max_drawdown", "weights",
-                  "risk_contributions", "method", "solver_status", "selection")
+                  "risk_contributions", "method", "solver_status", "selection", "warnings")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -89,4 +89,5 @@ def summary(portfolio: dict[str, Any]) -> dict[str, Any]:
         "largest_weight": max(weights.values()),
         "effective_holdings": portfolio.get("effective_holdings"),
         "max_drawdown": portfolio.get("max_drawdown"),
+        "warnings": portfolio.get("warnings", []),
     }

@@ -33,6 +33,7 @@ __all__ = ["MAX_SIZE", "MIN_SIZE", "OBJECTIVES", "TRADING_DAYS", "Portfolio", "P
            "check_request", "optimize"]
 
 OFF_BOUNDS_TOL = 1e-6  # solver answers further than this from the constraints are refused
+AT_BOUND_TOL = 1e-7  # a weight this close to min_weight or max_weight is held at the bound
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Portfolio:
     selection: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     in_sample: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
         """The key figures, JSON-serializable."""
@@ -81,6 +83,7 @@ class Portfolio:
             "selection": self.selection,
             "timings": self.timings,
             "in_sample": self.in_sample,
+            "warnings": list(self.warnings),
         }
 
 
@@ -136,16 +139,26 @@ def _select_efficient_risk(est: Estimates, request: PortfolioRequest,
 
 def _select_risk_parity(est: Estimates, request: PortfolioRequest) -> cardinality.Selection:
     started = perf_counter()
-    universe = riskparity.unbounded(est.cov)
     problem = _problem(est, request)
-    index = cardinality.top_k(universe, cardinality.asset_score(problem),
-                              request.portfolio_size)
+    score = cardinality.asset_score(problem)
+    pool = _screen_risk_parity(score, request)
+    universe = riskparity.unbounded(est.cov[np.ix_(pool, pool)])
+    index = pool[cardinality.top_k(universe, score[pool], request.portfolio_size)]
     weights = riskparity.risk_parity(est.cov[np.ix_(index, index)], request.min_weight,
                                      request.max_weight)
     details = {"method": "top-K by universe risk-parity weight, then bounded equal risk "
-                         "contribution on them", "relaxation_seconds":
-               round(perf_counter() - started, 6)}
+                         "contribution on them", "relaxation_candidates": int(pool.size),
+               "relaxation_seconds": round(perf_counter() - started, 6)}
     return cardinality.Selection(qp.Solution(index, weights, "optimal"), math.nan, details)
+
+
+def _screen_risk_parity(score: np.ndarray, request: PortfolioRequest) -> np.ndarray:
+    """The lowest-volatility tickers, as many as the relaxation may consider (each Newton
+    step of the universe ERC solves an N × N system: ~N³)."""
+    cap = cardinality.screen_size(request.portfolio_size, request.max_weight)
+    if score.size <= cap:
+        return np.arange(score.size)
+    return np.sort(np.argsort(-score, kind="stable")[:cap])
 
 
 def _select(est: Estimates, request: PortfolioRequest) -> cardinality.Selection:
@@ -199,11 +212,41 @@ def _finish(est: Estimates, request: PortfolioRequest, selection: cardinality.Se
         risk_contributions=dict(zip(tickers, riskparity.contributions(cov, weights).tolist(),
                                     strict=True)),
         estimates=est.info, selection=_clean(selection.details),
+        warnings=bound_warnings(request, weights),
         in_sample={"dates": [est.info["first_date"], *est.dates],
                    "portfolio": np.round(mine, 6).tolist(),
                    "equal_weight": np.round(equal, 6).tolist(),
                    "equal_weight_max_drawdown": figures.max_drawdown(equal)},
     )
+
+
+def bound_warnings(request: PortfolioRequest, weights: np.ndarray) -> list[str]:
+    """Say so when the weight bounds, not the objective, decide the weights.
+
+    K = 100 with min_weight 0.01 leaves one feasible point (every weight 1 %): each objective
+    then returns the same equal weights, which a user would not guess from the answer alone.
+    """
+    size, low, high = request.portfolio_size, request.min_weight, request.max_weight
+    if size * low >= 1 - 1e-12:
+        forced = (f"portfolio_size {size} × min_weight {low:g} = {size * low:g}: every holding "
+                  f"must be held at min_weight")
+        fix = f"lower min_weight (e.g. to {math.floor(0.5 / size * 1e4) / 1e4:g})"
+    elif size * high <= 1 + 1e-12:
+        forced = (f"portfolio_size {size} × max_weight {high:g} = {size * high:g}: every "
+                  f"holding must be held at max_weight")
+        fix = f"raise max_weight (e.g. to {math.ceil(2 / size * 1e4) / 1e4:g})"
+    else:
+        forced = fix = ""
+    if forced:
+        return [f"the weight bounds decide the answer, not the objective {request.objective}: "
+                f"{forced}, so the weights are equal ({1 / size:.4g} each) and only the choice "
+                f"of tickers is optimized; {fix} to let the objective set the weights"]
+    at_bound = (np.abs(weights - low) <= AT_BOUND_TOL) | (np.abs(weights - high) <= AT_BOUND_TOL)
+    if at_bound.all():
+        return [f"the weight bounds decide the answer: every one of the {size} weights is at "
+                f"min_weight {low:g} or max_weight {high:g}; widen the bounds to let the "
+                f"objective {request.objective} set the weights"]
+    return []
 
 
 def _clean(details: dict[str, Any]) -> dict[str, Any]:

@@ -143,10 +143,20 @@ def _quality_table(quality: dict[str, Any], timings: dict[str, Any]) -> str:
                                 f"{quality.get('tickers_read')}"),
         ("Tickers dropped", ", ".join(f"{t} ({why})" for t, why in dropped.items()) or "none"),
         ("Duplicate dates removed", str(quality.get("duplicate_dates_removed", 0))),
+        *([("Leading/trailing rows dropped (to keep late listings)",
+            f"{quality['edge_rows_dropped']} of {quality.get('rows_read')}")]
+          if "edge_rows_dropped" in quality else []),
         ("Missing cells filled", str(quality.get("cells_filled", 0))),
         ("Step times", steps or "–"),
         ("Optimizer stages", inner or "–"),
     ])
+
+
+def _warnings(warnings: list[str]) -> str:
+    """Warnings first, where they cannot be missed (e.g. the bounds decided the weights)."""
+    items = "".join(f"<li>{_esc(w)}</li>" for w in warnings)
+    return f'<div class="warning" role="alert"><b>Warning</b><ul>{items}</ul></div>\n' \
+        if warnings else ""
 
 
 STYLE = """
@@ -159,6 +169,8 @@ th{width:38%;font-weight:600;color:#57606a}svg text{fill:#1f2328}
 .legend span{display:inline-block;margin-right:16px}
 .swatch{display:inline-block;width:14px;height:3px;vertical-align:middle;margin-right:6px}
 .method{color:#57606a;font-size:12px}
+.warning{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px;
+margin:16px 0}.warning ul{margin:4px 0 0;padding-left:20px}
 """
 
 
@@ -177,7 +189,7 @@ def render(report: dict[str, Any], in_sample: dict[str, Any]) -> str:
 <h1>Portfolio: {_esc(p['objective'].replace('_', ' '))}, {p['holdings']} holdings</h1>
 <p class="meta">Job {_esc(report.get('job_id', ''))} · input {_esc(report.get('input', ''))}
  · created {_esc(str(report.get('created_at', ''))[:19])}</p>
-<h2>Key figures</h2>
+{_warnings(p.get('warnings') or [])}<h2>Key figures</h2>
 <table>{_figures_table(report)}</table>
 <h2>Weights</h2>
 {weights_chart(p['weights'])}

@@ -13,10 +13,12 @@ import pytest
 
 from orchestrator.errors import ParameterError, SolverError
 from orchestrator.optimizer import cardinality, qp
+from orchestrator.optimizer.estimates import estimate
 from orchestrator.steps.optimize import (
     OBJECTIVES,
     Portfolio,
     PortfolioRequest,
+    bound_warnings,
     check_request,
     optimize,
 )
@@ -81,8 +83,56 @@ def test_exact_miqp_answers_min_volatility_on_the_sample(solved):
     # given the sample (57 tickers, within the exact solver's reach) and min_volatility K=20
     portfolio = solved[("min_volatility", 20)]
     # then the report says the subset is the proven optimum, and how far the search was
+    # (the two may be the same subset: equal up to rounding, never better by more)
     assert portfolio.selection["method"].startswith("exact MIQP")
-    assert portfolio.selection["search_gap"] >= 0
+    assert portfolio.selection["search_gap"] >= -cardinality.IMPROVEMENT
+
+
+def test_the_proven_subset_stands_when_the_search_ties_it_up_to_rounding(sample_prices):
+    # given the search's answer on the sample, its value made better by rounding noise
+    # (1e-16 relative, as seen on a busy machine)
+    est = estimate(sample_prices, PortfolioRequest(20))
+    problem = qp.Problem("min_volatility", est.mu, est.cov)
+    found = cardinality.select(problem, 20, 0.01, 0.25, lambda: np.arange(20))
+    tied = cardinality.Selection(found.solution, found.value * (1 - 2e-16), {"method": "search"})
+    # when the exact MIQP is tried against it
+    cardinality._try_exact(problem, 20, 0.01, 0.25, tied)
+    # then the proven optimum is the answer, and the gap within rounding
+    assert tied.details["method"].startswith("exact MIQP")
+    assert abs(tied.details["search_gap"]) <= cardinality.IMPROVEMENT
+
+
+def test_the_exact_solve_is_bounded_by_work_not_by_the_clock(sample_prices, monkeypatch):
+    # given a solver that reports how it was limited
+    seen: dict[str, object] = {}
+    real = cardinality.daqp.solve
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cardinality.daqp, "solve", spy)
+    est = estimate(sample_prices, PortfolioRequest(20))
+    # when the exact MIQP runs
+    chosen, verdict = cardinality.exact(qp.Problem("min_volatility", est.mu, est.cov), 20,
+                                        0.01, 0.25)
+    # then no wall-clock budget decides it (a busy machine gets the same answer), an
+    # iteration budget does, and the sample is proven within it
+    assert seen.get("time_limit", 0) == 0
+    assert seen["iter_limit"] == cardinality.EXACT_ITERATIONS
+    assert verdict == "proven optimal" and chosen is not None and chosen.size == 20
+
+
+def test_an_exhausted_iteration_budget_keeps_the_search_answer(sample_prices, monkeypatch):
+    # given an iteration budget too small to prove anything
+    monkeypatch.setattr(cardinality, "EXACT_ITERATIONS", 5)
+    est = estimate(sample_prices, PortfolioRequest(20))
+    problem = qp.Problem("min_volatility", est.mu, est.cov)
+    # when selecting, then the search's answer stands and the report says why
+    chosen = cardinality.select(problem, 20, 0.01, 0.25, lambda: np.arange(20))
+    assert chosen.details["exact"] == "not proven optimal (iteration_limit)"
+    assert chosen.details["method"] == "relaxation top-K + swap search"
+    assert chosen.solution.index.size == 20
 
 
 def test_portfolio_json_is_complete_and_sorted(solved):
@@ -252,3 +302,47 @@ def test_heavy_imports_happen_once_at_module_load():
                          check=True).stdout.splitlines()
     # then a task imports nothing new, and the step never loads cvxpy
     assert out == ["[]", "False"]
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def rising(prices: pd.DataFrame) -> pd.DataFrame:
+    """The same prices with 25 % a year added, so that max_sharpe has assets to hold."""
+    return prices.mul(np.exp(0.001 * np.arange(len(prices))), axis=0)
+
+
+@pytest.mark.parametrize("objective", ["min_volatility", "max_sharpe", "risk_parity"])
+def test_k_100_at_min_weight_1_percent_warns_that_the_bounds_decide(objective):
+    # given K = 100 and the default min_weight 0.01: one feasible point, 1 % each
+    portfolio = optimize(rising(random_prices(150, 300)), PortfolioRequest(100, objective))
+    # then the weights are equal, and the portfolio says why and what to change
+    assert set(np.round(list(portfolio.weights.values()), 12)) == {0.01}
+    [warning] = portfolio.warnings
+    assert f"the weight bounds decide the answer, not the objective {objective}" in warning
+    assert "portfolio_size 100 × min_weight 0.01 = 1" in warning
+    assert "lower min_weight (e.g. to 0.005)" in warning
+    assert portfolio.to_dict()["warnings"] == [warning]
+
+
+def test_k_times_max_weight_of_1_warns_with_the_fix(sample_prices):
+    portfolio = optimize(sample_prices, PortfolioRequest(10, max_weight=0.1))
+    [warning] = portfolio.warnings
+    assert "portfolio_size 10 × max_weight 0.1 = 1: every holding must be held at max_weight" \
+        in warning and "raise max_weight (e.g. to 0.2)" in warning
+
+
+def test_weights_all_at_their_bounds_warn():
+    # given 10 weights each at min_weight 0.05 or max_weight 0.15 (the bounds left no room)
+    request = PortfolioRequest(10, min_weight=0.05, max_weight=0.15)
+    weights = np.array([0.15] * 5 + [0.05] * 5)
+    # then the warning says the bounds, not the objective, set them
+    [warning] = bound_warnings(request, weights)
+    assert "every one of the 10 weights is at min_weight 0.05 or max_weight 0.15" in warning
+    # and one weight inside the bounds is the objective's choice: no warning
+    assert bound_warnings(request, np.array([0.15] * 4 + [0.1] * 2 + [0.05] * 4)) == []
+
+
+def test_an_ordinary_portfolio_has_no_warning(solved):
+    assert solved[("min_volatility", 20)].warnings == []
+    assert solved[("max_sharpe", 20)].to_dict()["warnings"] == []

@@ -94,3 +94,29 @@ def test_report_renders_in_headless_chromium(job_dir):
     shutil.copy(job_dir / "report.html", ARTIFACTS / "report.html")
     assert png_size(shot) == (1200, 1600)
     assert shot.stat().st_size > 30_000  # a blank page compresses to a few kB
+
+
+def test_a_bounds_warning_reaches_report_json_html_and_the_cli(tmp_path):
+    # given K = 100 at min_weight 0.01 (equal 1 % weights) and a validate step that dropped
+    # leading rows to keep a late listing
+    from types import SimpleNamespace
+
+    from cli import render
+    from tests.unit.optimizer.conftest import random_prices
+
+    portfolio = optimize(random_prices(120, 300), PortfolioRequest(100, "min_volatility"))
+    quality = {"rows_read": 300, "rows_kept": 164, "edge_rows_dropped": 136,
+               "tickers_read": 120, "tickers_kept": [], "tickers_dropped": {}}
+    (tmp_path / "portfolio.json").write_text(json.dumps(portfolio.to_dict()))
+    (tmp_path / "quality.json").write_text(json.dumps(quality))
+    # when the archive step writes the outputs
+    result = archive.write_outputs(tmp_path, HEADER)
+    # then report.json, report.html and the CLI's outcome line all carry the warning
+    [warning] = json.loads((tmp_path / "report.json").read_text())["portfolio"]["warnings"]
+    assert "the weight bounds decide the answer" in warning
+    page = (tmp_path / "report.html").read_text()
+    assert 'role="alert"' in page and "the weight bounds decide the answer" in page
+    assert "Leading/trailing rows dropped (to keep late listings)" in page
+    assert "136 of 300" in page
+    line = render.outcome(SimpleNamespace(error=None, result=result))
+    assert f"warning: {warning}" in line
