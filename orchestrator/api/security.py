@@ -15,9 +15,10 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Request
-from fastapi.security import HTTPBearer
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.auth import TOKEN_SHAPE, Principal, Role, authorize
@@ -54,7 +55,8 @@ def action_of(request: Request) -> str:
 def requires(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, or 401/403 (recorded in the audit log)."""
 
-    async def check(request: Request) -> Principal:
+    async def check(request: Request, _documented: Annotated[
+            HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None) -> Principal:
         settings: Settings = request.app.state.settings
         safe = request.method in ("GET", "HEAD")
         token = token_of(request, cookie_ok=safe)

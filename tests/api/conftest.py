@@ -25,7 +25,8 @@ class Api:
     tokens: dict[str, str]
 
     def client(self, role: str | None = "submitter", **options: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        headers = ({"Authorization": f"Bearer {self.tokens[role]}"}
+                   if role and role in self.tokens else {})  # no tokens: auth not in force
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **options)
 
     @property
@@ -45,7 +46,8 @@ def make_tokens() -> dict[str, str]:
 def start_api(spawn: Callable[..., Process], env: Env, tokens: dict[str, str],
               *extra: str) -> Api:
     port = free_port()
-    env.variables["PIPELINE_TOKEN"] = tokens["operator"]  # `pipeline api` is an operator's
+    if "operator" in tokens:
+        env.variables["PIPELINE_TOKEN"] = tokens["operator"]  # `pipeline api` is an operator's
     process = spawn([sys.executable, "-m", "cli.main", "api", "--port", str(port), *extra],
                     env, "api")
     url = f"http://127.0.0.1:{port}"
