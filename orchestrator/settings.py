@@ -169,6 +169,15 @@ class Settings(BaseSettings):
     health_min_free_mb: int = Field(500, ge=0, description="share free space below: unhealthy")
     health_min_workers: int = Field(1, ge=0, le=10_000)
 
+    # The HTTP API and the jobs page (orchestrator/api/, `pipeline api`, docs/api.md).
+    api_enabled: bool = Field(True, description="`pipeline up` also serves the API and page")
+    api_host: str = Field("127.0.0.1", min_length=1, description="the API binds here")
+    api_port: int = Field(8000, ge=1, le=65_535, description="the API and page port")
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    api_max_upload_bytes: int = Field(
+        200_000_000, gt=0, description="an upload larger than this is refused (413) mid-stream")
+    api_max_batch_files: int = Field(500, ge=1, le=100_000, description="files per batch upload")
+
     @field_validator("rotation_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
