@@ -35,6 +35,7 @@ class Exit(IntEnum):
     PERMISSION = 12
     CORRUPT_ARCHIVE = 13
     INTERRUPTED = 130
+    BROKEN_PIPE = 141
 
 
 MEANING = {
@@ -53,6 +54,7 @@ MEANING = {
     Exit.PERMISSION: "permission denied on a job folder or the archive storage",
     Exit.CORRUPT_ARCHIVE: "an archive failed verification; nothing was deleted",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+    Exit.BROKEN_PIPE: "the reader of the output went away (e.g. `| head`), as a shell reports",
 }
 
 

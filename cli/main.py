@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -28,8 +30,12 @@ class PipelineGroup(click.Group):
     """Turns known errors into one clear line and a named exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from cli.processes import release_result_subscriptions
+
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # `pipeline list | head`: the reader went away, not an error
+            quiet_broken_pipe()
         except PipelineError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(for_error(error))
@@ -38,6 +44,16 @@ class PipelineGroup(click.Group):
             ctx.exit(Exit.UNAVAILABLE)
         except KeyboardInterrupt:
             ctx.exit(Exit.INTERRUPTED)
+        finally:
+            release_result_subscriptions()
+
+
+def quiet_broken_pipe() -> None:
+    """Exit as a tool killed by SIGPIPE is reported (141), silently: further writes to the
+    closed pipe, including Python's flush at exit, go to /dev/null instead."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(Exit.BROKEN_PIPE)
 
 
 @click.group(cls=PipelineGroup, epilog=exit_code_table())
@@ -347,6 +363,8 @@ for _command in (rotate, restore, rotations, token, audit):
 def main() -> None:  # console script: settings errors exit 3
     try:
         pipeline()
+    except BrokenPipeError:  # raised outside a command (e.g. --help into `head`)
+        quiet_broken_pipe()
     except ConfigError as error:
         click.echo(f"error: {error}", err=True)
         raise SystemExit(Exit.CONFIG) from None

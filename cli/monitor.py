@@ -327,14 +327,20 @@ def _run_flower(command: list[str], environ: dict[str, str], embedded: Path | No
     from orchestrator.monitoring import flower as config
 
     before = config.event_queues(embedded) if embedded else set()
-    child = subprocess.Popen(command, env=environ)
+    # Its own session: a terminal's Ctrl-C reaches only us, and Flower is told to stop once
+    # (two SIGINTs, the terminal's and ours, broke its shutdown with a KeyboardInterrupt).
+    child = subprocess.Popen(command, env=environ, start_new_session=True)
+    signals_seen: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+        signals_seen.append(signum)  # first: Flower's clean stop (SIGTERM); again: kill it
+        child.send_signal(signal.SIGTERM if len(signals_seen) == 1 else signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = child.wait()
+    if code == -signal.SIGKILL and len(signals_seen) > 1:
+        code = Exit.INTERRUPTED
     if embedded:
         config.drop_event_queues(embedded, config.event_queues(embedded) - before)
         if events_off:
