@@ -28,6 +28,23 @@ STEP_START = {"validate": 0.0, "optimize": 30.0, "archive": 90.0}
 STEP_SPAN = {"validate": 30.0, "optimize": 60.0, "archive": 10.0}
 
 
+class StepFailed(Exception):
+    """A step failed its job: raised after :func:`fail` recorded it, so the step's task ends
+    as FAILURE (Flower, the result backend) and the chain stops there.
+
+    Its arguments are plain strings and ``__init__`` takes them back in order, so it survives
+    pickle and Celery's JSON exception form (``exc_type``, ``exc_module``, ``exc_message``)
+    whole: ``StepFailed(*exc_message)``.
+    """
+
+    def __init__(self, job_id: str, step: str, reason: str) -> None:
+        super().__init__(job_id, step, reason)
+        self.job_id, self.step, self.reason = job_id, step, reason
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} failed in {self.step}: {self.reason}"
+
+
 @dataclass(frozen=True)
 class Begun:
     job: store.Job
@@ -114,6 +131,13 @@ def fail(share: Share, job_id: str, step: str | None, error: PipelineError | Bas
         return False
     notify.job_ended(job_id)
     return True
+
+
+def step_failed(job_id: str, step: str) -> StepFailed:
+    """The exception a step raises for a job :func:`fail` has recorded, with its reason."""
+    error = store.get_job(job_id).error or {}
+    kind, message = error.get("type"), error.get("message") or "no reason recorded"
+    return StepFailed(job_id, step, f"{kind}: {message}" if kind else str(message))
 
 
 def _is(job_id: str, states: set[JobState], step: str | None = None) -> bool:

@@ -19,8 +19,9 @@ def summarize(messages: list[dict[str, Any]], batch_id: str) -> dict[str, Any]:
 
 @app.task(name="pipeline.summarize_after_error")
 def summarize_after_error(request: Any, exc: BaseException, traceback: Any) -> None:
-    """The chord broke (a header task died hard): summarize from the store all the same."""
+    """A member's step failed (it raises StepFailed) or died hard, so Celery ends the chord
+    with a ChordError instead of calling the summary: summarize from the store all the same."""
     batch_id = request.kwargs.get("batch_id") if request.kwargs else None
-    log.error("batch %s: chord ended by %r; summarizing from the status store", batch_id, exc)
+    log.warning("batch %s: chord ended by %r; summarizing from the status store", batch_id, exc)
     if batch_id:
         summarize_batch(batch_id)

@@ -1,4 +1,11 @@
-"""The three steps of a job, and the error callback for what the steps could not catch."""
+"""The three steps of a job, and the error callback for what the steps could not catch.
+
+A step that fails its job ends as a task FAILURE (:class:`~orchestrator.lifecycle.StepFailed`)
+after the lifecycle has recorded the failure, so Flower and the result backend show the truth
+and the chain stops: the later steps never run, so they never show as successes. A batch's
+chord still reaches its summary: Celery counts the failed chain as the chord's part and calls
+the summary's error callback (``pipeline.summarize_after_error``, tasks/batch.py).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,29 @@ from tasks.base import OUTAGE, StepTask
 log = logging.getLogger(__name__)
 
 
-class Validate(StepTask):
+class TruthfulStep(StepTask):
+    """A step whose failed job is a failed task.
+
+    :class:`StepTask` records the failure and returns the message with outcome "failed"; here
+    that outcome becomes a raise. ``throws``: an expected failure, logged without a traceback.
+    ``store_errors_even_if_ignored``: steps ignore their results, but the failure is stored
+    (replacing the progress meta's SUCCESS) and propagated to the chain's later task ids, which
+    non-Redis chord backends wait on. A raise is not retried (no ``autoretry_for``; with
+    ``task_acks_on_failure_or_timeout`` the message is acknowledged).
+    """
+
+    throws = (lifecycle.StepFailed,)
+    store_errors_even_if_ignored = True
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        arrived = JobMessage.decode(payload)
+        result = super().__call__(payload)
+        if arrived.outcome == "ok" and JobMessage.decode(result).outcome == "failed":
+            raise lifecycle.step_failed(arrived.job_id, self.step)
+        return result
+
+
+class Validate(TruthfulStep):
     name = "pipeline.validate"
     step = "validate"
 
@@ -26,7 +55,7 @@ class Validate(StepTask):
         return steps.run_validate(ctx)
 
 
-class Optimize(StepTask):
+class Optimize(TruthfulStep):
     name = "pipeline.optimize"
     step = "optimize"
 
@@ -34,7 +63,7 @@ class Optimize(StepTask):
         return steps.run_optimize(ctx)
 
 
-class Archive(StepTask):
+class Archive(TruthfulStep):
     name = "pipeline.archive"
     step = "archive"
 
@@ -56,6 +85,8 @@ archive = app.register_task(Archive())
 @app.task(name="pipeline.record_crash")
 def record_crash(request: Any, exc: BaseException, traceback: Any) -> None:
     """Error callback: a step died where it could not catch it (hard time limit, worker lost)."""
+    if isinstance(exc, lifecycle.StepFailed):
+        return  # the step recorded its job's failure before raising
     payload = request.args[0] if request.args else {}
     job_id = JobMessage.decode(payload).job_id
     step = request.task.removeprefix("pipeline.") if request.task else None

@@ -1,5 +1,11 @@
 """Old finished jobs made directly (rows + small folders), not through workers: for the
-rotation tests and bench/rotation.py."""
+rotation tests and bench/rotation.py.
+
+Rotation cuts its batches at UTC day boundaries, so old jobs laid out from "now minus N days"
+cut differently depending on the hour the suite runs (after ~17:20 UTC, 100 jobs 4 minutes
+apart no longer fit before midnight). Old jobs start at :func:`days_ago` instead: midnight,
+whatever the time of day.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,17 @@ from sqlalchemy import insert, select
 
 from orchestrator.store.db import transaction
 from orchestrator.store.tables import job_events, jobs
+
+
+def days_ago(days: int, now: datetime | None = None) -> datetime:
+    """00:00 UTC of the day ``days`` days before ``now``'s day (default: the clock's now).
+
+    Jobs laid out from there, less than a day's worth, fall on one day at any hour; they are
+    between ``days`` and ``days + 1`` days old, so keep ``days`` a day clear of a retention.
+    """
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    return at.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+
 
 FOLDER_OF = {"completed": "completed", "failed": "failed", "cancelled": "failed"}
 CHUNK = 2000

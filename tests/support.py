@@ -30,3 +30,14 @@ def wait_path(pattern_root: Path, pattern: str, count: int = 1, timeout: float =
             return found
         time.sleep(0.1)
     return found
+
+
+def bad_cell_copy(sample: Path, folder: Path, name: str = "bad.csv") -> Path:
+    """The sample with a non-numeric cell on line 11 in column AMD: fails in validate."""
+    lines = sample.read_text().splitlines()
+    header, cells = lines[0].split(","), lines[10].split(",")
+    cells[header.index("AMD")] = "n/a?"
+    lines[10] = ",".join(cells)
+    bad = folder / name
+    bad.write_text("\n".join(lines) + "\n")
+    return bad

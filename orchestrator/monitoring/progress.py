@@ -4,7 +4,7 @@ The job row is the record (``pipeline status``); this is for whoever reads Celer
 (``AsyncResult(task_id).info``, Flower's task page): ``{"job_id", "step", "step_progress",
 "progress"}``. Written only when the app has a result backend, at most every
 :data:`MIN_INTERVAL` seconds per task (plus the step's end), and never allowed to fail a step.
-When a step that ignores its result ends, its state is set to SUCCESS with the same meta, so
+When a step that ignores its result ends well, its state is set to SUCCESS with the same meta, so
 a reader is not left with PROGRESS for the length of ``result_expires``.
 """
 
@@ -45,10 +45,14 @@ def report(task: Task, job_id: str, step: str, fraction: float) -> None:
 
 
 def finished(task: Task, outcome: str) -> None:
-    """The step ended: replace PROGRESS with SUCCESS unless Celery stores a result itself."""
+    """The step ended: replace PROGRESS with SUCCESS unless Celery stores a result itself.
+
+    Not for a failed job: its step raises and Celery stores FAILURE, which a stored SUCCESS
+    would block (result backends never overwrite a SUCCESS).
+    """
     task_id = task.request.id
     written = _written.pop(task_id, None) if task_id else None
-    if written is None or not get_actual_ignore_result(task, task.request):
+    if written is None or outcome == "failed" or not get_actual_ignore_result(task, task.request):
         return
     _store(task, task_id, {**written[1], "outcome": outcome}, states.SUCCESS)
 

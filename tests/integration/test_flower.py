@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from orchestrator.celery import create_app
 from orchestrator.pipeline import Orchestrator
 from orchestrator.settings import reset_settings
 from tests.conftest import REQUIRE, Env, Process
-from tests.support import wait_final
+from tests.support import bad_cell_copy, wait_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 USER, PASSWORD = "ops", "flower-test-pass"
@@ -86,14 +88,15 @@ def run_job(env: Env, sample: Path) -> str:
     return job_id
 
 
-def job_tasks(flower: Flower, job_id: str, count: int = 3) -> dict[str, Any]:
-    """Flower's task list for the job, once it has all ``count`` tasks succeeded."""
+def job_tasks(flower: Flower, job_id: str, count: int = 3, state: str = "SUCCESS",
+              ) -> dict[str, Any]:
+    """Flower's task list for the job, once ``count`` of its tasks are in ``state``."""
     deadline = time.monotonic() + 30
     while True:
         status, body = flower.get("/api/tasks?limit=100")
         assert status == 200, body
         mine = {k: v for k, v in json.loads(body).items() if k.startswith(job_id)}
-        if sum(t["state"] == "SUCCESS" for t in mine.values()) >= count:
+        if sum(t["state"] == state for t in mine.values()) >= count:
             return mine
         assert time.monotonic() < deadline, mine
         time.sleep(0.3)
@@ -135,15 +138,13 @@ def _chromedriver() -> tuple[str, str]:
     return browser, driver
 
 
-def test_a_browser_logs_in_and_sees_the_jobs_tasks(flower, sample_csv, tmp_path):
+@contextmanager
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """Headless chromium driven by selenium, quit at the end."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser, driver_path = _chromedriver()
-    job_id = run_job(flower.env, sample_csv)
-    job_tasks(flower, job_id)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -154,6 +155,18 @@ def test_a_browser_logs_in_and_sees_the_jobs_tasks(flower, sample_csv, tmp_path)
     os.environ.setdefault("SE_AVOID_STATS", "true")
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_a_browser_logs_in_and_sees_the_jobs_tasks(flower, sample_csv, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    job_id = run_job(flower.env, sample_csv)
+    job_tasks(flower, job_id)
+    with chromium(tmp_path) as driver:
         # When the browser logs in with the credentials and opens the tasks page
         host = flower.url.removeprefix("http://")
         driver.get(f"http://{USER}:{PASSWORD}@{host}/tasks")
@@ -164,6 +177,48 @@ def test_a_browser_logs_in_and_sees_the_jobs_tasks(flower, sample_csv, tmp_path)
         assert "pipeline.validate" in text and sample_csv.name in text
         ARTIFACTS.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(ARTIFACTS / "flower-tasks.png"))
-    finally:
-        driver.quit()
     assert (ARTIFACTS / "flower-tasks.png").stat().st_size > 10_000
+
+
+def test_a_bad_inputs_task_is_red_in_flower_and_its_later_steps_never_succeed(
+        flower, sample_csv, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # When a file with a bad cell (line 11, column AMD) runs through the pipeline
+    bad = bad_cell_copy(sample_csv, tmp_path)
+    job_id = run_job(flower.env, bad)
+    # Then Flower has its validate task as a FAILURE whose exception gives the reason
+    tasks = job_tasks(flower, job_id, count=1, state="FAILURE")
+    failed = tasks[f"{job_id}.validate.0"]
+    assert failed["state"] == "FAILURE", tasks
+    assert "row 11" in failed["exception"] and "AMD" in failed["exception"], failed
+    # And none of the job's tasks is a success: the later steps never ran
+    assert [t["state"] for t in tasks.values()] == ["FAILURE"], tasks
+    with chromium(tmp_path) as driver:
+        # When the browser opens the failed task's page
+        host = flower.url.removeprefix("http://")
+        driver.get(f"http://{USER}:{PASSWORD}@{host}/task/{job_id}.validate.0")
+        WebDriverWait(driver, 30).until(
+            lambda d: "row 11" in d.find_element(By.TAG_NAME, "body").text)
+        # Then its state is a red FAILURE badge, with the reason on the page
+        badge = driver.find_element(By.CSS_SELECTOR, ".task-data-row .badge")
+        assert badge.text == "FAILURE"
+        red, green, blue = _rgb(badge.value_of_css_property("background-color"))
+        assert red > 150 and green < 100 and blue < 100, (red, green, blue)
+        assert bad.name in driver.find_element(By.TAG_NAME, "body").text
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "flower-failed-task.png"))
+        # And the task list shows the job with no SUCCESS among its rows
+        driver.get(f"http://{USER}:{PASSWORD}@{host}/tasks")
+        WebDriverWait(driver, 30).until(
+            lambda d: job_id in d.find_element(By.TAG_NAME, "body").text)
+        rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "table tbody tr")
+                if job_id in r.text]
+        assert rows and all("FAILURE" in r and "SUCCESS" not in r for r in rows), rows
+
+
+def _rgb(css: str) -> tuple[int, int, int]:
+    """``rgb(220, 53, 69)`` or ``rgba(220, 53, 69, 1)`` as three numbers."""
+    red, green, blue = (int(float(v)) for v in css[css.index("(") + 1:-1].split(",")[:3])
+    return red, green, blue

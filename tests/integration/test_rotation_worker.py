@@ -17,7 +17,7 @@ from orchestrator.rotation.dispatch import dispatch_group, task_id
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.jobs import now
-from tests.rotation_support import check_consistent, make_jobs
+from tests.rotation_support import check_consistent, days_ago, make_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_an_operator_rotates_through_the_workers_and_others_are_refused(env, wor
     # Given 600 old jobs over two days and 20 recent ones, batches of 100 in two lanes
     configure(env, monkeypatch, ROTATION_BATCH_SIZE="100", ROTATION_CONCURRENCY="2")
     (env.share / "archive").mkdir(parents=True, exist_ok=True)
-    old = make_jobs(env.share, 600, finished_at=now() - timedelta(days=41),
+    old = make_jobs(env.share, 600, finished_at=days_ago(41),
                     spacing=timedelta(minutes=4))
     make_jobs(env.share, 20, finished_at=now() - timedelta(days=3))
     worker(env, queues="maintenance")
@@ -83,7 +83,7 @@ def test_an_operator_rotates_through_the_workers_and_others_are_refused(env, wor
 def test_progress_shows_as_task_state_while_a_throttled_batch_runs(env, worker, monkeypatch):
     # Given 300 old jobs (about 600 kB) and a budget of 150 kB/s: one batch of ~4 s
     configure(env, monkeypatch, ROTATION_BYTES_PER_SECOND="150000")
-    make_jobs(env.share, 300, finished_at=now() - timedelta(days=40))
+    make_jobs(env.share, 300, finished_at=days_ago(40))
     worker(env, queues="maintenance")
     app = create_app(env.settings)
     # When a run is dispatched as a Celery group
@@ -108,7 +108,7 @@ def test_progress_shows_as_task_state_while_a_throttled_batch_runs(env, worker, 
 
 def test_the_beat_task_starts_one_run_per_schedule_window(env, worker, monkeypatch):
     # Given old jobs and a worker
-    make_jobs(env.share, 40, finished_at=now() - timedelta(days=40))
+    make_jobs(env.share, 40, finished_at=days_ago(40))
     worker(env, queues="maintenance")
     app = create_app(env.settings)
     # When beat's task arrives twice in the same minute (two beats: celery issue 2856)
@@ -131,7 +131,7 @@ def test_rotation_on_redis_and_postgresql(servers_env, worker, monkeypatch):
     configure(servers_env, monkeypatch, ROTATION_BATCH_SIZE="80", ROTATION_CONCURRENCY="2")
     ids = []
     for days in (40, 41, 42):
-        ids += make_jobs(servers_env.share, 100, finished_at=now() - timedelta(days=days),
+        ids += make_jobs(servers_env.share, 100, finished_at=days_ago(days),
                          spacing=timedelta(seconds=30),
                          state="failed" if days == 41 else "completed")
     worker(servers_env, queues="maintenance")

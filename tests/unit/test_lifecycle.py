@@ -260,3 +260,35 @@ def test_requeue_puts_a_running_step_back_in_the_queue(job_id: str) -> None:
     # and the retried step (a new task) begins again from queued as a new attempt
     begun = begin(job_id, "optimize", task(job_id, "optimize", 1))
     assert begun is not None and begun.job.attempts == 2
+
+
+def test_a_failed_step_raises_its_recorded_reason_whole(share, job_id):
+    # Given a job failed in validate with a long message
+    run_to(job_id, "validate")
+    why = "not a date (expected YYYY-MM-DD): '01/02/2024' " + "x" * 200
+    lifecycle.fail(share, job_id, "validate", DataError(why, file="prices.csv", row=3))
+    # When the step builds the exception it raises to end its task as a failure
+    failed = lifecycle.step_failed(job_id, "validate")
+    # Then it names the job and step and carries the recorded reason, not cut short
+    assert (failed.job_id, failed.step) == (job_id, "validate")
+    assert failed.reason == f"DataError: file prices.csv, row 3: {why}"
+    assert str(failed) == f"job {job_id} failed in validate: {failed.reason}"
+
+
+def test_step_failed_survives_celery_json_results_and_pickle():
+    import pickle
+
+    from celery import Celery
+    from celery.backends.base import Backend
+
+    # Given a StepFailed as a worker raises it
+    raised = lifecycle.StepFailed("j1", "optimize", "ParameterError: portfolio_size 90 > 60")
+    # When it goes through Celery's JSON exception form and through pickle
+    backend = Backend(app=Celery(set_as_current=False), serializer="json")
+    stored = json.loads(json.dumps(backend.prepare_exception(raised)))
+    for back in (backend.exception_to_python(stored), pickle.loads(pickle.dumps(raised))):
+        # Then the reader gets the same exception back, with its fields
+        assert type(back) is lifecycle.StepFailed
+        assert (back.job_id, back.step, back.reason) == (raised.job_id, raised.step,
+                                                        raised.reason)
+        assert str(back) == str(raised)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
@@ -15,9 +13,8 @@ from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.rotation import runner
 from orchestrator.settings import reset_settings
 from orchestrator.store.db import transaction
-from orchestrator.store.jobs import now
 from orchestrator.store.tables import api_tokens
-from tests.rotation_support import make_jobs
+from tests.rotation_support import days_ago, make_jobs
 
 
 def cli(*args: str, token: str | None = None) -> Result:
@@ -85,7 +82,7 @@ def test_weaker_roles_are_refused_with_exit_10_and_the_refusal_is_logged(tokens)
 
 
 def test_an_operator_may_rotate_and_the_run_records_who(share, tokens):
-    make_jobs(share.share, 3, finished_at=now() - timedelta(days=40))
+    make_jobs(share.share, 3, finished_at=days_ago(40))
     result = cli("rotate", "--json", token=tokens["operator"])
     assert result.exit_code == 0, result.output
     assert '"actor": "operator"' in result.stdout and '"jobs_done": 3' in result.stdout

@@ -16,8 +16,7 @@ from cli.exit_codes import Exit
 from cli.rotate import exit_code
 from orchestrator.rotation import faults, journal, packing, resume
 from orchestrator.store import jobs as store
-from orchestrator.store.jobs import now
-from tests.rotation_support import check_consistent, make_jobs, run_rotation, tree
+from tests.rotation_support import check_consistent, days_ago, make_jobs, run_rotation, tree
 
 
 class Crash(BaseException):
@@ -38,7 +37,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, point: str, times: int = 1) -> lis
 
 
 def old_jobs(share, count: int = 30) -> list[str]:  # type: ignore[no-untyped-def]
-    return make_jobs(share.share, count, finished_at=now() - timedelta(days=40))
+    return make_jobs(share.share, count, finished_at=days_ago(40))
 
 
 def test_crash_after_the_archive_is_written_before_the_rows_change(share, monkeypatch):
@@ -124,7 +123,7 @@ def test_a_corrupt_archive_fails_verification_and_nothing_is_deleted(share, monk
 def test_storage_full_stops_the_run_and_deletes_nothing(share, monkeypatch):
     # Given jobs of three different days, and archive storage that is full
     for days in (40, 41, 42):
-        make_jobs(share.share, 5, finished_at=now() - timedelta(days=days))
+        make_jobs(share.share, 5, finished_at=days_ago(days))
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "archive/x.tar.gz")
@@ -142,8 +141,8 @@ def test_storage_full_stops_the_run_and_deletes_nothing(share, monkeypatch):
 
 def test_a_folder_that_cannot_be_read_fails_its_batch_only(share, monkeypatch):
     # Given jobs of two days, one job folder unreadable
-    bad = make_jobs(share.share, 5, finished_at=now() - timedelta(days=40))[2]
-    good = make_jobs(share.share, 5, finished_at=now() - timedelta(days=41))
+    bad = make_jobs(share.share, 5, finished_at=days_ago(40))[2]
+    good = make_jobs(share.share, 5, finished_at=days_ago(41))
     real_open = open
 
     def guarded_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]

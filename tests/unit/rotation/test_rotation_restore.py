@@ -14,12 +14,12 @@ from orchestrator.paths import Share
 from orchestrator.rotation.restore import restore
 from orchestrator.store import jobs as store
 from orchestrator.store.jobs import now
-from tests.rotation_support import make_jobs, run_rotation, tree
+from tests.rotation_support import days_ago, make_jobs, run_rotation, tree
 
 
 def test_restore_round_trips_a_job_folder_byte_for_byte(share):
     # Given an old failed job whose folder has files at two levels, rotated into an archive
-    ids = make_jobs(share.share, 8, finished_at=now() - timedelta(days=40), state="failed")
+    ids = make_jobs(share.share, 8, finished_at=days_ago(40), state="failed")
     folder = share.share / "failed" / ids[3]
     (folder / "error.json").write_bytes(os.urandom(3000))  # incompressible, binary
     os.utime(folder / "error.json", (1_600_000_000, 1_600_000_000))
@@ -44,7 +44,7 @@ def test_restore_round_trips_a_job_folder_byte_for_byte(share):
 
 def test_a_changed_archive_is_refused_and_nothing_changes(share):
     # Given a rotated job whose archive was modified afterwards
-    ids = make_jobs(share.share, 4, finished_at=now() - timedelta(days=40))
+    ids = make_jobs(share.share, 4, finished_at=days_ago(40))
     run_rotation(share.settings)
     archive = share.share / store.get_job(ids[0]).archive_path
     data = bytearray(archive.read_bytes())

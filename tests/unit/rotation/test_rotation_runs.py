@@ -14,13 +14,13 @@ from orchestrator.rotation.packing import manifest_path
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.jobs import now
-from tests.rotation_support import check_consistent, make_jobs, rows, run_rotation, tree
+from tests.rotation_support import check_consistent, days_ago, make_jobs, rows, run_rotation, tree
 
 
 def test_a_run_over_1000_old_jobs_archives_exactly_those_past_retention(share):
     # Given 1,000 jobs finished 31-33 days ago (completed, failed and cancelled), and recent
     # ones that finished 29 days ago and yesterday (retention: 30 days)
-    old_start = now() - timedelta(days=33)
+    old_start = days_ago(33)
     old = (make_jobs(share.share, 900, finished_at=old_start, spacing=timedelta(minutes=4))
            + make_jobs(share.share, 60, finished_at=old_start, state="failed")
            + make_jobs(share.share, 40, finished_at=old_start, state="cancelled"))
@@ -74,7 +74,7 @@ def test_limit_and_older_than_take_the_oldest_first(share):
 
 def test_a_second_run_finds_nothing_left_to_do(share):
     # Given a run that archived everything old
-    make_jobs(share.share, 50, finished_at=now() - timedelta(days=40))
+    make_jobs(share.share, 50, finished_at=days_ago(40))
     first = run_rotation(share.settings)
     snapshot = tree(share.share)
     # When it runs again
@@ -87,7 +87,7 @@ def test_a_second_run_finds_nothing_left_to_do(share):
 
 def test_dry_run_lists_what_would_move_and_changes_nothing(share):
     # Given old and recent jobs
-    old = make_jobs(share.share, 12, finished_at=now() - timedelta(days=45))
+    old = make_jobs(share.share, 12, finished_at=days_ago(45))
     make_jobs(share.share, 3, finished_at=now() - timedelta(days=2))
     files_before, rows_before = tree(share.share), list(rows())
     runs_before = len(journal.list_runs())
@@ -121,7 +121,7 @@ def test_every_run_records_the_settings_it_ran_with_without_passwords(share, mon
 
 
 def test_manifest_beside_the_archive_lists_every_file_with_its_sha256(share):
-    ids = make_jobs(share.share, 3, finished_at=now() - timedelta(days=40))
+    ids = make_jobs(share.share, 3, finished_at=days_ago(40))
     run_rotation(share.settings)
     job = store.get_job(ids[0])
     manifest = json.loads(manifest_path(share.share / job.archive_path).read_text())
@@ -134,7 +134,7 @@ def test_manifest_beside_the_archive_lists_every_file_with_its_sha256(share):
 
 def test_a_run_that_cannot_be_dispatched_ends_failed_saying_why(share):
     # Given old jobs and a broker that refuses the batches
-    make_jobs(share.share, 5, finished_at=now() - timedelta(days=40))
+    make_jobs(share.share, 5, finished_at=days_ago(40))
 
     def broker_down(*args: object) -> None:
         raise ConnectionError("broker down")
@@ -151,7 +151,7 @@ def test_a_run_that_cannot_be_dispatched_ends_failed_saying_why(share):
 def test_the_second_retention_prunes_old_history_of_archived_jobs_only_when_asked(share,
                                                                                 monkeypatch):
     # Given archived jobs whose history is 100 days old, and a recent job's old-looking history
-    archived = make_jobs(share.share, 3, finished_at=now() - timedelta(days=100))
+    archived = make_jobs(share.share, 3, finished_at=days_ago(100))
     kept = make_jobs(share.share, 1, finished_at=now() - timedelta(days=5))
     run_rotation(share.settings)
     assert [e.to_state for e in store.history(archived[0])] == ["completed", "archived"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from celery.schedules import crontab
 from click.testing import CliRunner
@@ -16,8 +14,7 @@ from orchestrator.rotation.dispatch import canvas, lanes_for
 from orchestrator.rotation.plan import BatchSpec
 from orchestrator.rotation.throttle import Throttle
 from orchestrator.settings import Settings, get_settings, reset_settings
-from orchestrator.store.jobs import now
-from tests.rotation_support import make_jobs
+from tests.rotation_support import days_ago, make_jobs
 
 
 def test_beat_runs_rotation_nightly_by_default_and_can_be_switched_off(monkeypatch):
@@ -74,7 +71,7 @@ def test_batches_are_dealt_to_lanes_and_the_budget_shared():
 
 def test_the_cli_shows_a_summary_when_the_run_ends(share, monkeypatch):
     monkeypatch.setattr(runner, "_celery_dispatch", runner.run_here)
-    make_jobs(share.share, 25, finished_at=now() - timedelta(days=40))
+    make_jobs(share.share, 25, finished_at=days_ago(40))
     result = CliRunner().invoke(pipeline, ["rotate", "--older-than", "31d"])
     assert result.exit_code == 0, result.output
     assert "completed" in result.stdout and "25 of 25" in result.stdout
