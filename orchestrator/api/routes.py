@@ -128,8 +128,9 @@ async def submit_batch(request: Request, _who: Submitter) -> JSONResponse:
 
 @router.get("/jobs/{job_id}", response_model=models.Job, tags=["jobs"],
             summary="A job: state, step, progress, result or error", responses=READ_ERRORS)
-async def get_job(job_id: str, _who: Viewer) -> models.Job:
-    return models.Job.of(await run_in_threadpool(store.get_job, job_id))
+async def get_job(job_id: str, _who: Viewer) -> JSONResponse:
+    job = await run_in_threadpool(store.get_job, job_id)  # the hot path: no second validation
+    return JSONResponse(models.Job.of(job).model_dump(mode="json"))
 
 
 @router.get("/jobs", response_model=models.JobPage, tags=["jobs"],
