@@ -12,6 +12,11 @@ import click
 from cli.auth import requires
 from cli.exit_codes import Exit, epilog
 from orchestrator.auth import Role
+from orchestrator.errors import ConfigError
+from orchestrator.settings import Settings
+
+#: Seconds a stop waits for open requests (an event stream never ends by itself).
+GRACE = 5
 
 
 def refuse_public(host: str) -> str | None:
@@ -31,6 +36,25 @@ def refuse_public(host: str) -> str | None:
 def url_of(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
+
+
+def for_up(settings: Settings) -> list[str]:
+    """The API's command line for ``pipeline up`` (cli/processes.py), or [] when
+    PIPELINE_API_ENABLED is off. ``pipeline up`` already checked the operator's token, so the
+    child is uvicorn itself; the address rule is checked here first."""
+    import sys
+
+    if not settings.api_enabled:
+        return []
+    why = refuse_public(settings.api_host)
+    if why is not None:
+        raise ConfigError(why)
+    print(f"pipeline api: {url_of(settings.api_host, settings.api_port)} (API under /v1, "
+          "docs at /docs; PIPELINE_API_ENABLED=false turns it off)", flush=True)
+    return [sys.executable, "-m", "uvicorn", "--factory", "orchestrator.api.app:factory",
+            "--host", settings.api_host, "--port", str(settings.api_port),
+            "--workers", str(settings.api_workers), "--log-level", "warning",
+            "--no-access-log", "--timeout-graceful-shutdown", str(GRACE)]
 
 
 @click.command("api", epilog=epilog())
@@ -58,4 +82,4 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     click.echo(f"pipeline api: {url_of(host, port)} (API under /v1, docs at /docs)", err=True)
     uvicorn.run("orchestrator.api.app:factory", factory=True, host=host, port=port,
                 workers=workers or settings.api_workers, log_level="warning",
-                access_log=False, proxy_headers=False)
+                access_log=False, proxy_headers=False, timeout_graceful_shutdown=GRACE)

@@ -87,9 +87,13 @@ def run_all(orchestrator: Orchestrator, concurrency: int) -> int:
 
     configure_logs(orchestrator.settings.log_level)  # PIPELINE_LOG_FORMAT: text or json
     settings = orchestrator.settings
+    from cli.api import for_up  # the HTTP API and page, unless PIPELINE_API_ENABLED=false
+
+    api = for_up(settings)  # its checks come before anything starts
     children = [start(worker_command(concurrency)),
                 start(celery_command("beat", "--loglevel", "INFO", "-s",
                                      str(settings.var_dir / "celerybeat-schedule")))]
+    children += [start(api)] if api else []
     stop_event = threading.Event()
     stop_on_signals(stop_event)
     watcher = threading.Thread(target=Watcher(orchestrator).run,

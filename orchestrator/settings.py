@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     api_max_upload_bytes: int = Field(
         200_000_000, gt=0, description="an upload larger than this is refused (413) mid-stream")
     api_max_batch_files: int = Field(500, ge=1, le=100_000, description="files per batch upload")
+    api_auth_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="a verified token is trusted this long; 0: every request")
 
     @field_validator("rotation_schedule")
     @classmethod

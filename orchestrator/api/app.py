@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from starlette.exceptions import HTTPException
 
 from orchestrator.api import errors, events, page, routes, uploads
-from orchestrator.api.security import COOKIE, token_id
+from orchestrator.api.security import COOKIE, Verified, token_id
 from orchestrator.errors import PipelineError
 from orchestrator.settings import Settings, get_settings
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          static_url="/static-docs")
     app.state.settings = settings
     app.state.orchestrator = orchestrator
+    app.state.verified = Verified(settings.api_auth_cache_seconds)
     for kind in (errors.ApiError, PipelineError, DatabaseError, BrokerError, ConnectionError):
         app.add_exception_handler(kind, errors.on_error)
     app.add_exception_handler(HTTPException, errors.on_http)

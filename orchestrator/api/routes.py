@@ -46,9 +46,19 @@ def accepted(job: store.Job) -> JSONResponse:
 async def submit_job(request: Request, _who: Submitter) -> JSONResponse:
     orch = orchestrator(request)
     if request.headers.get("content-type", "").startswith("application/json"):
-        path, params, force = submit.on_share(orch, await request.json())
+        try:
+            body = await request.json()
+        except ValueError as error:
+            raise ApiError(400, "bad_json", f"the JSON body cannot be read: {error}") from None
+        path, params, force = submit.on_share(orch, body)
         await run_in_threadpool(submit.check_params, orch, params, path.name)
-        return await _run(orch, path, params, force)
+        return accepted(await _run(orch, path, params, force))
+    return accepted(await upload_one(request, orch))
+
+
+async def upload_one(request: Request, orch: Orchestrator) -> store.Job:
+    """A multipart upload of one price file, through the intake; the page's form uses it too.
+    Raises ApiError (or the project's errors) for every refusal, leaving nothing behind."""
     form = await receive_form(request, orch)
     try:
         if len(form.files) != 1:
@@ -79,12 +89,12 @@ def _prepare(orch: Orchestrator, params: dict[str, Any], paths: list[Any]) -> No
 
 
 async def _run(orch: Orchestrator, path: Any, params: dict[str, Any], force: bool,
-               ) -> JSONResponse:
+               ) -> store.Job:
     done = await run_in_threadpool(submit.submit_file, orch, path, params, force)
     refused = submit.refusal(done)
     if refused is not None:
         raise refused
-    return accepted(done.job)
+    return done.job
 
 
 @router.post("/batches", status_code=202, response_model=models.BatchAccepted,
@@ -118,8 +128,9 @@ async def submit_batch(request: Request, _who: Submitter) -> JSONResponse:
 
 @router.get("/jobs/{job_id}", response_model=models.Job, tags=["jobs"],
             summary="A job: state, step, progress, result or error", responses=READ_ERRORS)
-async def get_job(job_id: str, _who: Viewer) -> models.Job:
-    return models.Job.of(await run_in_threadpool(store.get_job, job_id))
+async def get_job(job_id: str, _who: Viewer) -> JSONResponse:
+    job = await run_in_threadpool(store.get_job, job_id)  # the hot path: no second validation
+    return JSONResponse(models.Job.of(job).model_dump(mode="json"))
 
 
 @router.get("/jobs", response_model=models.JobPage, tags=["jobs"],

@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -21,7 +22,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.auth import TOKEN_SHAPE, Principal, Role, authorize
+from orchestrator.auth import TOKEN_SHAPE, Principal, Role, authorize, digest
 from orchestrator.settings import Settings
 
 COOKIE = "pipeline_token"
@@ -52,6 +53,35 @@ def action_of(request: Request) -> str:
     return f"api {request.method} {path}"
 
 
+class Verified:
+    """Tokens that passed :func:`authorize` for a role, remembered for ``ttl`` seconds.
+
+    A status read costs two token queries (is auth in force, which token is this) before the
+    job's own query: most of the request. Only successes are kept (every refusal is checked
+    and audited anew), by the token's sha256, and a revoked token stops working within
+    ``ttl`` (PIPELINE_API_AUTH_CACHE_SECONDS; 0 turns this off).
+    """
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._seen: dict[tuple[str, Role], tuple[float, Principal]] = {}
+
+    def get(self, token: str | None, role: Role) -> Principal | None:
+        if self.ttl <= 0:
+            return None
+        found = self._seen.get((digest(token or ""), role))
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, token: str | None, role: Role, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._seen) >= self.size:
+            self._seen.clear()
+        self._seen[(digest(token or ""), role)] = (time.monotonic() + self.ttl, principal)
+
+
 def requires(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, or 401/403 (recorded in the audit log)."""
 
@@ -60,8 +90,12 @@ def requires(role: Role) -> Callable[[Request], Awaitable[Principal]]:
         settings: Settings = request.app.state.settings
         safe = request.method in ("GET", "HEAD")
         token = token_of(request, cookie_ok=safe)
-        principal = await run_in_threadpool(authorize, role, token, action_of(request),
-                                            settings)
+        cache: Verified = request.app.state.verified
+        principal = cache.get(token, role)
+        if principal is None:
+            principal = await run_in_threadpool(authorize, role, token, action_of(request),
+                                                settings)
+            cache.put(token, role, principal)
         request.state.principal = principal
         return principal
 

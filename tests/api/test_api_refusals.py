@@ -196,3 +196,17 @@ def test_a_file_on_the_share_is_named_by_json_and_resolved_inside_it(api: Api,
                                                    "objective": "max_fun"}), 422,
                        "invalid_parameter")
         assert "field 'input_file'" in bad or "does not exist" in bad
+
+
+def test_a_revoked_token_is_refused(env: Env, spawn: Callable[..., Process]) -> None:
+    # given verified tokens not remembered (PIPELINE_API_AUTH_CACHE_SECONDS=0), reads guarded
+    from orchestrator.auth import revoke
+
+    env.variables.update({"PIPELINE_API_AUTH_CACHE_SECONDS": "0",
+                          "PIPELINE_AUTH_VIEWERS": "token"})
+    api = start_api(spawn, env, make_tokens())
+    with api.client("viewer") as http:
+        assert http.get("/v1/jobs").status_code == 200
+        # when the token is revoked, then the next request is refused
+        revoke(api.tokens["viewer"].split("_")[1], "tests")
+        error_of(http.get("/v1/jobs"), 401, "unauthorized")
