@@ -1,15 +1,18 @@
 """The CLI's guard, ``@requires(Role.X)``: one decorator on every command that needs a role.
 
-It adds ``--token`` (or ``PIPELINE_TOKEN``) to the command and, before the command runs, asks
+It adds ``--token`` (or ``PIPELINE_TOKEN``) and ``--token-file`` (or
+``PIPELINE_TOKEN_FILE``; preferred: a value on the command line shows in ps) to the command
+and, before the command runs, asks
 :func:`orchestrator.auth.authorize`, which refuses (exit 9 without a valid token, 10 with a
 weaker one) and records the refusal in the audit log. Also here: ``pipeline token`` and
-``pipeline audit``.
+``pipeline audit`` and ``pipeline auth`` (the stored policy: whether tokens are checked).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,38 +24,69 @@ from orchestrator.auth import Principal, Role
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def requires(role: Role, *, bootstrap: bool = False) -> Callable[[F], F]:
+TOKEN_HELP = ("A token with role {role} or higher. Prefer PIPELINE_TOKEN or --token-file: "
+              "a value given with --token is visible to every user of this machine in ps and "
+              "/proc/<pid>/cmdline.")
+
+
+def requires(role: Role, *, bootstrap: bool = False, strict: bool = False) -> Callable[[F], F]:
     """Guard a command: it runs only for a token of ``role`` or higher (when auth is in force).
 
     ``bootstrap``: also allowed while no token exists at all (creating the first token).
+    ``strict``: checked even while an admin has turned enforcement off (the policy itself).
     The principal is left in ``click.get_current_context().meta["principal"]``.
     """
 
     def decorate(command: F) -> F:
         @functools.wraps(command)
-        def guarded(*args: Any, token: str | None = None, **kwargs: Any) -> Any:
+        def guarded(*args: Any, token: str | None = None, token_file: Path | None = None,
+                    **kwargs: Any) -> Any:
             ctx = click.get_current_context()
-            ctx.meta["principal"] = check(role, token, _action(ctx), bootstrap=bootstrap)
+            given = token or (read_token_file(token_file) if token_file else None)
+            ctx.meta["principal"] = check(role, given, _action(ctx), bootstrap=bootstrap,
+                                          strict=strict)
             return command(*args, **kwargs)
 
-        option = click.option("--token", envvar="PIPELINE_TOKEN", metavar="TOKEN",
-                              help=f"A token with role {role.label} or higher "
-                                   "(default: PIPELINE_TOKEN).")
-        return option(guarded)  # type: ignore[return-value]
+        with_file = click.option(
+            "--token-file", envvar="PIPELINE_TOKEN_FILE", metavar="PATH",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the token from this file (default: PIPELINE_TOKEN_FILE).")
+        with_token = click.option("--token", envvar="PIPELINE_TOKEN", metavar="TOKEN",
+                                  help=TOKEN_HELP.format(role=role.label))
+        return with_token(with_file(guarded))  # type: ignore[return-value]
 
     return decorate
 
 
-def check(role: Role, token: str | None, action: str, *, bootstrap: bool = False) -> Principal:
-    from orchestrator.auth import authorize, open_without_lookup
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (its first line), or one clear error naming the file."""
+    from orchestrator.errors import ConfigError
+
+    try:
+        value = path.read_text().strip().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--token-file {path}: cannot read it: "
+                          f"{getattr(error, 'strerror', None) or error}") from None
+    if not value:
+        raise ConfigError(f"--token-file {path}: the file is empty")
+    return value[0].strip()
+
+
+def check(role: Role, token: str | None, action: str, *, bootstrap: bool = False,
+          strict: bool = False) -> Principal:
+    from orchestrator.auth import authorize
     from orchestrator.settings import get_settings
 
-    settings = get_settings()
-    if not open_without_lookup(role, settings):
-        from cli.main import orchestrator
+    _schema_current()  # tokens and policy tables exist before the lookup
+    return authorize(role, token, action, get_settings(), bootstrap=bootstrap, strict=strict)
 
-        orchestrator()  # the schema (tokens table) is current before the lookup
-    return authorize(role, token, action, settings, bootstrap=bootstrap)
+
+def _schema_current() -> None:
+    """Migrate the database (idempotent); not the share (``health`` reports a missing
+    share rather than making it)."""
+    from orchestrator.store.db import migrate
+
+    migrate()
 
 
 def principal() -> Principal:
@@ -69,7 +103,18 @@ def actor() -> str:
 
 
 def _action(ctx: click.Context) -> str:
-    return " ".join(ctx.command_path.split()[1:]) or ctx.info_name or "?"
+    """The command as typed after ``pipeline`` (also when run as ``python -m cli.main``)."""
+    names = [c.info_name for c in _lineage(ctx)[1:] if c.info_name]
+    return " ".join(names) or ctx.info_name or "?"
+
+
+def _lineage(ctx: click.Context) -> list[click.Context]:
+    chain: list[click.Context] = []
+    current: click.Context | None = ctx
+    while current is not None:
+        chain.insert(0, current)
+        current = current.parent
+    return chain
 
 
 # -- pipeline token ------------------------------------------------------------------------
@@ -164,3 +209,53 @@ def audit(limit: int, as_json: bool) -> None:
         table.add_row(e["at"][:19], e["action"], e["outcome"], e["actor"] or "", e["role"] or "",
                       e["detail"] or "")
     render.console.print(table)
+
+
+# -- pipeline auth -------------------------------------------------------------------------
+
+@click.group("auth")
+def auth() -> None:
+    """Whether tokens are checked: the policy stored with the tokens (admin only).
+
+    Once a token exists, this policy decides, not PIPELINE_AUTH or PIPELINE_AUTH_VIEWERS in
+    the caller's environment. Tokens guard the commands and the HTTP API; whoever holds the
+    database credentials can change any row, so keep those to the services (docs/security.md).
+    """
+
+
+@auth.command("show", epilog=epilog())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@requires(Role.ADMIN)
+def show(as_json: bool) -> None:
+    """The policy in force, and whether it is stored (a token exists) or from the settings."""
+    from orchestrator.auth import policy
+    from orchestrator.settings import get_settings
+
+    current = policy(get_settings())
+    if as_json:
+        render.emit_json(current.to_dict())
+        return
+    source = "stored (changed with `pipeline auth set`)" if current.stored else \
+        "from the settings: no token exists yet"
+    click.echo(f"enforce: {'on' if current.enforce else 'off'}\nviewers: {current.viewers}\n"
+               f"source: {source}")
+
+
+@auth.command("set", epilog=epilog())
+@click.option("--enforce", type=click.Choice(["on", "off"]), help="Check tokens, or not.")
+@click.option("--viewers", type=click.Choice(["open", "token"]),
+              help="Read commands: open to all, or a viewer token needed.")
+@requires(Role.ADMIN, strict=True)
+def set_(enforce: str | None, viewers: str | None) -> None:
+    """Change the stored policy (audited). Needs an admin token even while enforcement is off.
+
+    Example: pipeline auth set --viewers token
+    """
+    from orchestrator.auth import set_policy
+    from orchestrator.settings import get_settings
+
+    if enforce is None and viewers is None:
+        raise click.UsageError("nothing to change: give --enforce and/or --viewers")
+    new = set_policy(get_settings(), actor(), enforce=None if enforce is None else
+                     enforce == "on", viewers=viewers)
+    click.echo(f"auth policy: enforce {'on' if new.enforce else 'off'}, viewers {new.viewers}")

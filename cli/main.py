@@ -346,7 +346,7 @@ def upgrade() -> None:
 
 
 from cli.api import api  # noqa: E402 - `pipeline api` (orchestrator/api/)
-from cli.auth import audit, token  # noqa: E402 - registered after the group exists
+from cli.auth import audit, auth, token  # noqa: E402 - registered after the group exists
 from cli.keys import keys  # noqa: E402 - lab key material (signed messages, TLS)
 from cli.monitor import exporter, flower, health, stats  # noqa: E402
 from cli.rotate import restore, rotate, rotations  # noqa: E402
@@ -356,7 +356,7 @@ pipeline.add_command(api)
 for _command in (flower, stats, exporter, health):
     pipeline.add_command(_command)
 
-for _command in (rotate, restore, rotations, token, audit):
+for _command in (rotate, restore, rotations, token, audit, auth):
     pipeline.add_command(_command)
 
 

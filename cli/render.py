@@ -92,6 +92,7 @@ def job_panel(job: Job, folder: str | None) -> Table:
 def history_table(events: Sequence[JobEvent]) -> Table:
     table = Table("time (UTC)", "from", "to", "step", "attempt", "worker", _wrapped("detail"))
     for e in events:
-        table.add_row(_when(e.at), e.from_state or "", _state(e.to_state), e.step or "",
+        moved = ("", "note") if e.is_note else (e.from_state or "", _state(e.to_state))
+        table.add_row(_when(e.at), *moved, e.step or "",
                       str(e.attempt), e.worker or "", Text(e.detail or ""))
     return table

@@ -93,8 +93,10 @@ class Settings(BaseSettings):
     history_retention_days: int | None = Field(
         None, ge=1, description="prune old history of archived jobs and results; off if unset")
     auth: Literal["auto", "on", "off"] = Field(
-        "auto", description="auto: open until the first token exists")
-    auth_viewers: Literal["open", "token"] = Field("open", description="read commands")
+        "auto", description="only until the first token exists (auto, off: open; on: only "
+        "the first admin token may be made); then the stored policy decides (pipeline auth)")
+    auth_viewers: Literal["open", "token"] = Field(
+        "open", description="read commands, until the first token exists (it stores this)")
 
     # Many machines (deploy/README.md): message signing, TLS, secrets read from files.
     security_key: Path | None = Field(

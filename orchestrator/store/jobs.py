@@ -99,6 +99,11 @@ class JobEvent:
     attempt: int
     worker: str | None
     detail: str | None = None
+    kind: str | None = None  # "note": a remark, not a state change (from = to = the state)
+
+    @property
+    def is_note(self) -> bool:
+        return self.kind == "note"
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -232,15 +237,16 @@ def set_progress(job_id: str, percent: float, lease_until: datetime | None = Non
 
 
 def note(job_id: str, detail: str, url: str | None = None) -> None:
-    """Append a remark to the history without changing the job (from = to = its state), e.g.
-    the outcome of a notification."""
+    """Append a remark to the history without changing the job (from = to = its state, kind
+    "note", so readers tell it from a transition), e.g. the outcome of a notification."""
     with transaction(url) as conn:
         row = conn.execute(select(jobs.c.state, jobs.c.attempts)
                            .where(jobs.c.id == job_id)).first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
-        _event(conn, job_id, row.state, row.state, step=None, attempt=row.attempts,
-               detail=detail, at=now())
+        conn.execute(transitions.EVENT, {
+            **_event_row(job_id, row.state, row.state, detail, now(), attempt=row.attempts),
+            "kind": "note"})
 
 
 def input_names(job_ids: Sequence[str], url: str | None = None) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -70,6 +71,8 @@ job_events = Table(
     Column("attempt", Integer, nullable=False, default=0),
     Column("worker", String(255)),
     Column("detail", Text),
+    # None: a state change; "note": a remark that changes nothing (migration 0006s)
+    Column("kind", String(8)),
 )
 
 # -- storage rotation and tokens (migration 0004) ----------------------------------------------
@@ -141,6 +144,18 @@ audit_events = Table(
     Column("role", String(16)),
     Column("outcome", String(16), nullable=False),
     Column("detail", Text),
+)
+
+#: Whether tokens are checked, once one exists: one row (id 1), changed by an admin only
+#: (``pipeline auth set``, audited), so that no caller's environment decides (migration 0006s).
+auth_policy = Table(
+    "auth_policy",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("enforce", Boolean, nullable=False),
+    Column("viewers", String(8), nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("updated_by", String(255)),
 )
 
 # -- monitoring (migration 0005) ---------------------------------------------------------------

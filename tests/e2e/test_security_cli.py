@@ -47,3 +47,89 @@ def test_flower_refuses_pass_through_of_what_it_checks(env, passed: list[str]) -
     assert result.returncode == 2, (result.stdout, result.stderr[-2000:])
     assert "cannot be passed through to Flower" in result.stderr
     assert "Flower runs without authentication" not in result.stderr
+
+
+# -- whether auth is in force: stored with the tokens, not the caller's environment ----------
+
+
+def admin_token(env) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """The first (admin) token, made the bootstrap way: its value and its public id."""
+    made = run(env, "token", "create", "--role", "admin", "--name", "alice")
+    assert made.returncode == 0, made.stderr
+    value = made.stdout.strip()
+    return value, value.split("_")[1]
+
+
+def active_tokens(env, admin: str) -> list[str]:  # type: ignore[no-untyped-def]
+    import json
+
+    shown = run(env, "token", "list", "--json", PIPELINE_TOKEN=admin)
+    assert shown.returncode == 0, shown.stderr
+    return [t["id"] for t in json.loads(shown.stdout) if not t["revoked_at"]]
+
+
+def audit_entries(env, admin: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    import json
+
+    shown = run(env, "audit", "--json", PIPELINE_TOKEN=admin)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+def test_the_callers_environment_does_not_switch_auth_off(env) -> None:  # type: ignore[no-untyped-def]
+    # given an admin token in force
+    admin, ident = admin_token(env)
+    # when a caller without a token sets PIPELINE_AUTH=off and revokes it, cancels a job,
+    # or makes itself an admin token
+    for args in (["token", "revoke", ident], ["cancel", "0123abcd"],
+                 ["token", "create", "--role", "admin"]):
+        result = run(env, *args, PIPELINE_AUTH="off")
+        # then each is refused (exit 9), saying the variable no longer decides
+        assert result.returncode == 9, (args, result.stdout, result.stderr)
+        assert "PIPELINE_AUTH=off is ignored once tokens exist" in result.stderr
+    # and the admin token is still active, the only one
+    assert active_tokens(env, admin) == [ident]
+
+
+def test_only_an_admin_turns_auth_off_and_on_and_it_is_audited(env) -> None:  # type: ignore[no-untyped-def]
+    admin, _ = admin_token(env)
+    operator = run(env, "token", "create", "--role", "operator",
+                   PIPELINE_TOKEN=admin).stdout.strip()
+    # an operator, or nobody, may not change the stored policy
+    assert run(env, "auth", "set", "--enforce", "off").returncode == 9
+    assert run(env, "auth", "set", "--enforce", "off", PIPELINE_TOKEN=operator).returncode == 10
+    # an admin may: then commands run without a token
+    off = run(env, "auth", "set", "--enforce", "off", PIPELINE_TOKEN=admin)
+    assert off.returncode == 0, off.stderr
+    assert run(env, "rotate", "--dry-run").returncode == 0
+    # and turning it on again still needs an admin, though auth is off meanwhile
+    assert run(env, "auth", "set", "--enforce", "on").returncode == 9
+    assert run(env, "auth", "set", "--enforce", "on", PIPELINE_TOKEN=admin).returncode == 0
+    assert run(env, "rotate", "--dry-run").returncode == 9
+    shown = run(env, "auth", "show", "--json", PIPELINE_TOKEN=admin)
+    assert '"enforce": true' in shown.stdout and '"stored": true' in shown.stdout
+    # each change is in the audit log, by the admin's token name
+    changes = [e for e in audit_entries(env, admin) if e["action"] == "auth set"]
+    assert [(e["outcome"], e["actor"]) for e in changes if e["outcome"] == "ok"] == [
+        ("ok", "alice"), ("ok", "alice")]
+
+
+def test_read_commands_are_closed_by_the_stored_policy_not_the_environment(env) -> None:  # type: ignore[no-untyped-def]
+    admin, _ = admin_token(env)
+    assert run(env, "list").returncode == 0  # open for reading by default
+    assert run(env, "auth", "set", "--viewers", "token", PIPELINE_TOKEN=admin).returncode == 0
+    assert run(env, "list").returncode == 9
+    assert run(env, "list", PIPELINE_AUTH_VIEWERS="open").returncode == 9
+    assert run(env, "list", PIPELINE_TOKEN=admin).returncode == 0
+
+
+def test_a_wrong_secret_for_a_real_token_id_is_audited_as_unknown(env) -> None:  # type: ignore[no-untyped-def]
+    # given an admin token, when someone presents its id with a wrong secret
+    admin, ident = admin_token(env)
+    forged = f"pot_{ident}_" + "x" * 43
+    assert run(env, "rotate", "--dry-run", PIPELINE_TOKEN=forged).returncode == 9
+    # then the refusal is not attributed to the token's owner
+    refused = [e for e in audit_entries(env, admin) if e["outcome"] == "refused"]
+    assert refused and refused[0]["actor"] == "unknown"
+    assert f"presented token id {ident}" in refused[0]["detail"]
+    assert "alice" not in refused[0]["detail"]

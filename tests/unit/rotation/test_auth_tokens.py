@@ -96,10 +96,12 @@ def test_the_audit_log_is_for_admins(tokens):
     assert cli("audit", token=tokens["operator"]).exit_code == 10
 
 
-def test_read_commands_stay_open_unless_a_setting_closes_them(tokens, monkeypatch):
+def test_read_commands_stay_open_unless_the_stored_policy_closes_them(tokens, monkeypatch):
     assert cli("list").exit_code == 0
-    monkeypatch.setenv("PIPELINE_AUTH_VIEWERS", "token")
+    monkeypatch.setenv("PIPELINE_AUTH_VIEWERS", "token")  # the caller's environment: ignored
     reset_settings()
+    assert cli("list").exit_code == 0
+    assert cli("auth", "set", "--viewers", "token", token=tokens["admin"]).exit_code == 0
     assert cli("list").exit_code == 9
     assert cli("list", token=tokens["viewer"]).exit_code == 0
 
@@ -112,11 +114,14 @@ def test_auth_on_refuses_even_before_any_token_except_the_first_admin(share, mon
     assert cli("token", "create", "--role", "admin").exit_code == 0
 
 
-def test_auth_off_never_asks(share, monkeypatch):
-    create_token(Role.VIEWER, "v", created_by="test")
+def test_auth_off_opens_only_until_a_token_exists(share, monkeypatch):
     monkeypatch.setenv("PIPELINE_AUTH", "off")
     reset_settings()
     assert authorize(Role.ADMIN, None, "rotate", share.settings).enforced is False
+    # once a token exists the stored policy decides, not the caller's environment
+    create_token(Role.VIEWER, "v", created_by="test")
+    with pytest.raises(Unauthorized, match="PIPELINE_AUTH=off is ignored"):
+        authorize(Role.ADMIN, None, "rotate", share.settings)
 
 
 def test_forbidden_is_not_unauthorized(share):
