@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MARKER = ".claim.json"
 #: A batch folder is claimed whole into processing/<BATCH_PREFIX><batch id>/.
 BATCH_PREFIX = ".batch-"
+MAX_MARKER = 1 << 20
 HOST = socket.gethostname()
 
 
@@ -103,12 +104,12 @@ class Claim:
     @classmethod
     def read(cls, job_dir: Path) -> Claim | None:
         try:
-            data = json.loads((job_dir / MARKER).read_text())
-        except (OSError, ValueError):
-            return None
-        return cls(job_dir, [(Path(a), Path(b)) for a, b in data["moves"]],
-                   [Path(c) for c in data["copies"]], data.get("batch_id"),
-                   Owner(**data["owner"]), data["at"])
+            data = json.loads(read_marker(job_dir / MARKER))
+            return cls(job_dir, [(Path(a), Path(b)) for a, b in data["moves"]],
+                       [Path(c) for c in data["copies"]], data.get("batch_id"),
+                       Owner(**data["owner"]), data["at"])
+        except (OSError, ValueError, KeyError, TypeError, safeopen.Refused):
+            return None  # none, or not one this pipeline wrote
 
     def take(self, source: Path, target: Path, *, move: bool, root: Path | None = None,
              caller_named: bool = False) -> Path:
@@ -162,6 +163,15 @@ class Claim:
             returned.append(back)
         shutil.rmtree(self.job_dir, ignore_errors=True)
         return returned
+
+
+def read_marker(path: Path) -> bytes:
+    """A marker's bytes, read by the share's rules (orchestrator/safeopen.py): processing/ is
+    in the share, and a marker swapped for a FIFO or a link must not stop or fool the repair."""
+    data = safeopen.read_bounded(path.parent, path, MAX_MARKER)
+    if len(data) > MAX_MARKER:
+        raise ValueError(f"{path.name} is larger than any marker the pipeline writes")
+    return data
 
 
 def _free_name(path: Path) -> Path:

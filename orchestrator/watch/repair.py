@@ -40,7 +40,7 @@ from orchestrator.store import jobs as store
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import jobs
-from orchestrator.watch.claim import BATCH_PREFIX, Claim, Owner, abandoned
+from orchestrator.watch.claim import BATCH_PREFIX, Claim, Owner, abandoned, read_marker
 
 if TYPE_CHECKING:
     from orchestrator.pipeline import Orchestrator
@@ -220,9 +220,9 @@ def _mend_batch(orch: Orchestrator, staging: Path, grace: float) -> list[Path]:
             staging.unlink(missing_ok=True)  # died before the folder's rename
         return []
     try:
-        data = json.loads(batch_marker(staging).read_text())
+        data = json.loads(read_marker(batch_marker(staging)))
         owner, at, name = Owner(**data["owner"]), data["at"], data["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, DataError):
         owner, at, name = Owner("?", -1, None), _mtime(staging), staging.name
     if not abandoned(owner, at, grace):
         return []

@@ -4,9 +4,11 @@ Stories: given, when, then."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+import threading
 import uuid
 from pathlib import Path
 
@@ -146,3 +148,28 @@ def test_a_reference_file_hard_linked_to_a_secret_is_not_read(env, secret: Path)
     with pytest.raises(DataError) as raised:
         run.run_validate(step_context(env, job_id, reference_file="tickers.txt"))
     assert "hard links" in str(raised.value) and TOKEN not in str(raised.value)
+
+
+def test_a_fifo_planted_as_a_claim_marker_does_not_stop_the_watcher(env, watcher: Watcher):
+    # given FIFOs where the watcher's repair reads its claim markers, in processing/
+    planted = env.share / "processing" / uuid.uuid4().hex
+    planted.mkdir(parents=True)
+    os.mkfifo(planted / ".claim.json")
+    staging = env.share / "processing" / f".batch-{uuid.uuid4().hex}"
+    staging.mkdir()
+    os.mkfifo(staging.with_name(staging.name + ".json"))
+    # when a price file is dropped and the watcher scans (repair runs first)
+    (env.share / "input" / "prices.csv").write_text(price_csv())
+    made: list[dict[str, store.Job]] = []
+    scanning = threading.Thread(target=lambda: made.append(taken(watcher)), daemon=True)
+    scanning.start()
+    scanning.join(60)  # a blocking open() of a FIFO would wait for a writer for ever
+    stuck = scanning.is_alive()
+    for fifo in (planted / ".claim.json",
+                 staging.with_name(staging.name + ".json")):
+        with contextlib.suppress(OSError):  # free a stuck reader (ENXIO: none) before failing
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    scanning.join(10)
+    # then the scan finished and took the price file
+    assert not stuck, "the watcher's repair blocked opening a FIFO"
+    assert made[0]["prices.csv"].state is S.QUEUED
