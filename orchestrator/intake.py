@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import safeopen
 from orchestrator.errors import DataError, PipelineError, TransientError
 from orchestrator.jobspec import make_params, read_job_file, wants_force
-from orchestrator.paths import Share, write_json
+from orchestrator.paths import Share, write_error
+from orchestrator.safeopen import Refused
 from orchestrator.store import intake as records
 from orchestrator.store.jobs import NewJob
 from orchestrator.store.states import JobState
 from orchestrator.watch import faults
-from orchestrator.watch.claim import Claim
+from orchestrator.watch.claim import BATCH_PREFIX, Claim
 from orchestrator.watch.jobrefs import named_csv
 
 if TYPE_CHECKING:
@@ -75,7 +78,6 @@ class Intake:
         self.orch = orchestrator
         self.share = orchestrator.share
         self.settings = orchestrator.settings
-        self._owned = (self.share.input.resolve(), self.share.processing.resolve())
 
     def submit(self, paths: list[Path], overrides: dict[str, Any], *, batch: Batch | None = None,
                dedupe: bool = False, keep_unpublished: bool = False, lost_ok: bool = False,
@@ -109,57 +111,91 @@ class Intake:
 
     def take(self, path: Path, overrides: dict[str, Any], batch: Batch | None,
              note: str | None = None) -> Taken:
-        """Read what the file asks for, then claim it (and the CSV a job file names)."""
+        """Read what the file asks for, then claim it (and the CSV a job file names).
+
+        ``path`` is the caller's (a command-line argument) or one the watcher found in input/;
+        the CSV a job file names comes from the share and is held to its rules. Whatever is
+        refused (a link, FIFO, hard link...) is claimed all the same when it is ours to move,
+        so that it is set aside in failed/ with the reason, never read.
+        """
         job_id = uuid.uuid4().hex
         error: PipelineError | None = None
         csv_path, force = path, False
-        if path.is_symlink():
-            error = DataError("a symbolic link; inputs must be regular files", file=path.name)
-        elif path.suffix.lower() == ".json":
+        if path.suffix.lower() == ".json":
             try:
                 csv_path, params = read_job_file(path, self.share, self.settings)
                 overrides = {**params.model_dump(exclude_unset=True), **overrides}
-                force = wants_force(path)
+                force = wants_force(path, self.share)
             except DataError as bad:
                 error, csv_path = _noted(bad, note), self._companion(path)
         claim = Claim(self.share.job_dir(job_id), batch_id=batch.id if batch else None)
-        claimed = self._claim(claim, path)
-        if csv_path != path:
-            try:
-                claimed = self._claim(claim, csv_path)
-            except FileNotFoundError:
-                error = DataError(f"its CSV {csv_path.name} was taken by another job before "
-                                  "this job file could claim it", file=path.name)
+        claimed, error = self._claim_inputs(claim, path, csv_path, error)
         params: dict[str, Any] = overrides
         if error is None:
             try:
                 params = make_params(self.settings, overrides, file=path.name).model_dump()
             except DataError as bad:
                 error = bad
-        digest, size = fingerprint(claimed, self.settings.max_input_bytes)
+        digest, size = _EMPTY, 0
+        if claimed is not None:
+            try:
+                digest, size = fingerprint(self.share.root, claimed,
+                                           self.settings.max_input_bytes)
+            except Refused as refused:
+                error = error or refused
         job = NewJob(id=job_id, input_name=path.name, input_sha256=digest, input_size=size,
                      params=params, batch_id=batch.id if batch else None,
                      detail={"source": str(path)})
         return Taken(job, claim, error, force)
 
-    def _claim(self, claim: Claim, source: Path) -> Path:
+    def _claim_inputs(self, claim: Claim, path: Path, csv_path: Path,
+                      error: PipelineError | None) -> tuple[Path | None, PipelineError | None]:
+        """Claim the dropped file, then the CSV its job file names; the last one claimed (None:
+        nothing could be), and the first error."""
+        try:
+            claimed = self._claim(claim, path, caller_named=True)
+        except Refused as refused:  # a caller's file that cannot be copied: nothing claimed
+            return None, error or refused
+        if csv_path == path:
+            return claimed, error
+        try:
+            return self._claim(claim, csv_path, job_file=path), error
+        except FileNotFoundError:
+            return claimed, DataError(f"its CSV {csv_path.name} was taken by another job "
+                                      "before this job file could claim it", file=path.name)
+        except Refused as refused:
+            return claimed, error or DataError(f"input_file {csv_path.name!r} is refused: "
+                                               f"{refused.reason}", file=path.name)
+
+    def _claim(self, claim: Claim, source: Path, *, job_file: Path | None = None,
+               caller_named: bool = False) -> Path:
         return claim.take(source, claim.job_dir / "input" / source.name,
-                          move=self._owns(source))
+                          move=self._owns(source, job_file), root=self.share.root,
+                          caller_named=caller_named)
 
     def _companion(self, job_file: Path) -> Path:
         """The CSV a refused job file names, when it sits beside it in a folder we own: it
         goes with the job file into failed/, rather than run alone with default parameters."""
         csv = named_csv(job_file)
-        if (csv is not None and csv.parent == job_file.parent and self._owns(csv)
+        if (csv is not None and csv.parent == job_file.parent and self._owns(csv, job_file)
                 and csv.is_file() and not csv.is_symlink()):
             return csv
         return job_file
 
-    def _owns(self, source: Path) -> bool:
-        """Files in input/ (or a batch folder claimed into processing/) are moved; the rest of
-        the share, and files outside it, are the user's: copied, left where they are."""
-        parent = source.parent.resolve()
-        return any(parent == root or parent.is_relative_to(root) for root in self._owned)
+    def _owns(self, source: Path, job_file: Path | None = None) -> bool:
+        """Which files are moved (renamed) into the job rather than copied: those dropped in
+        input/, and those of a batch folder claimed into processing/ (a job file there may only
+        take a CSV of its own batch folder). The rest of the share (another job's input, a
+        result), and files outside it, are left where they are: copied."""
+        names = safeopen.inside(self.share.root, source)
+        if names is None or len(names) < 2:
+            return False
+        if names[0] == "input":
+            return True
+        if names[0] != "processing" or not names[1].startswith(BATCH_PREFIX):
+            return False
+        return job_file is None or (safeopen.inside(self.share.root, job_file) or ())[:2] \
+            == names[:2]
 
     # -- record -----------------------------------------------------------------------------
 
@@ -229,7 +265,7 @@ def set_aside(share: Share, job_id: str, reason: dict[str, Any]) -> None:
     folder = share.locate(job_id)
     if folder is None:
         return
-    write_json(folder / ("duplicate.json" if duplicate else "error.json"), reason)
+    write_error(folder, "duplicate.json" if duplicate else "error.json", reason)
     share.move_job(job_id, "duplicates" if duplicate else "failed")
 
 
@@ -240,24 +276,32 @@ def _noted(error: DataError, note: str | None) -> DataError:
                        column=error.column)
 
 
-def fingerprint(path: Path, limit: int | None = None) -> tuple[str, int]:
-    """sha256 and size of a regular file; a link or special file is not read (no /dev/zero).
+_EMPTY = hashlib.sha256().hexdigest()
+
+
+def fingerprint(root: Path, path: Path, limit: int | None = None) -> tuple[str, int]:
+    """sha256 and size of a claimed input, read by the share's rules (orchestrator/safeopen.py):
+    a link, FIFO, device or hard-linked file is Refused, never read (no /dev/zero, no secret).
 
     A file that cannot be read, or is larger than ``limit`` (validate refuses it unread), gets a
     digest of its own (it matches nothing, so it is no one's duplicate): the job goes on and
     its first step reports why.
     """
-    digest = hashlib.sha256()
-    if path.is_symlink() or not path.is_file():
-        return digest.hexdigest(), 0
-    if limit is not None and (whole := path.stat().st_size) > limit:
-        return uuid.uuid4().hex * 2, whole
-    size = 0
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
+        with safeopen.open_file(root, path) as opened:
+            if limit is not None and opened.st.st_size > limit:
+                return uuid.uuid4().hex * 2, opened.st.st_size
+            return _digest(opened.fd)
+    except FileNotFoundError:
+        return _EMPTY, 0
+
+
+def _digest(fd: int) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
     except OSError:
         return uuid.uuid4().hex * 2, size
     return digest.hexdigest(), size

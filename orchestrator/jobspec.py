@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from orchestrator import safeopen
 from orchestrator.errors import DataError, ParameterError
 from orchestrator.optimizer.request import PortfolioRequest, check_request, from_mapping
 from orchestrator.paths import Share
@@ -106,7 +106,7 @@ def make_params(settings: Settings, overrides: dict[str, Any], *, file: str | No
 
 def read_job_file(path: Path, share: Share, settings: Settings) -> tuple[Path, JobParams]:
     """The CSV a job file names (checked to be inside the share) and its parameters."""
-    raw = _load_json(path)
+    raw = _load_json(path, share)
     try:
         spec = JobFile(**{**defaults(settings), **raw})
     except ValidationError as error:
@@ -121,32 +121,28 @@ def read_job_file(path: Path, share: Share, settings: Settings) -> tuple[Path, J
     return csv_path, JobParams(**spec.model_dump(exclude={"input_file", "force"}))
 
 
-def _read_bounded(path: Path) -> bytes:
-    """The job file's bytes; a FIFO or device is refused unread (it could block or never end),
-    and so is a file over MAX_JOB_FILE_BYTES."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError("not a regular file", file=path.name)
-        data = handle.read(MAX_JOB_FILE_BYTES + 1)
+def _read_bounded(path: Path, share: Share) -> bytes:
+    """The job file's bytes, read once from one descriptor (orchestrator/safeopen.py): a link,
+    FIFO or device is refused unread (it could block or never end), and so is a file over
+    MAX_JOB_FILE_BYTES. Outside the share only a file named by the caller gets here."""
+    data = safeopen.read_bounded(share.root, path, MAX_JOB_FILE_BYTES, caller_named=True)
     if len(data) > MAX_JOB_FILE_BYTES:
         raise DataError(f"the job file is larger than {MAX_JOB_FILE_BYTES:,} bytes; a job file "
                         "holds a few parameters", file=path.name)
     return data
 
 
-def wants_force(path: Path) -> bool:
+def wants_force(path: Path, share: Share) -> bool:
     """The job file's ``force`` field; call after read_job_file accepted the file."""
     try:
-        return _load_json(path).get("force") is True
+        return _load_json(path, share).get("force") is True
     except DataError:
         return False
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def _load_json(path: Path, share: Share) -> dict[str, Any]:
     try:
-        raw = json.loads(_read_bounded(path))
+        raw = json.loads(_read_bounded(path, share))
     except UnicodeDecodeError:
         raise DataError("not a UTF-8 JSON job file", file=path.name) from None
     except json.JSONDecodeError as error:

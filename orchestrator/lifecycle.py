@@ -15,7 +15,7 @@ from sqlalchemy import func
 
 from orchestrator.errors import IllegalTransition, PipelineError
 from orchestrator.monitoring import notify
-from orchestrator.paths import Share, write_json
+from orchestrator.paths import Share, write_error
 from orchestrator.store import jobs as store
 from orchestrator.store.states import STEPS, JobState
 from orchestrator.store.tables import jobs
@@ -119,7 +119,7 @@ def fail(share: Share, job_id: str, step: str | None, error: PipelineError | Bas
     folder = share.locate(job_id)
     if folder is not None:
         try:
-            write_json(folder / "error.json", payload)
+            write_error(folder, "error.json", payload)
         except OSError as unwritten:  # e.g. the disk is full: the row still records why
             log.error("job %s: error.json not written: %s", job_id, unwritten)
         share.move_job(job_id, "failed")

@@ -7,14 +7,18 @@ temporary name and renamed into place, so a crash never leaves half a file under
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
+import operator
 import os
+import stat
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import safeopen
 from orchestrator.errors import DataError
 
 #: Hidden files (also LibreOffice's ``.~lock.*#``), Office owner files (``~$*``), partial
@@ -42,10 +46,13 @@ def is_temporary(name: str) -> bool:
     return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in TEMPORARY_PATTERNS)
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int | None = None) -> None:
+    """``mode``: the permission bits the file gets (default: as the umask says)."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         with open(partial, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -55,8 +62,26 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def write_json(path: Path, payload: Any) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: Path, payload: Any, mode: int | None = None) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", mode)
+
+
+def write_error(job_dir: Path, name: str, payload: Any) -> None:
+    """error.json (or duplicate.json) beside a job's input, never more readable than that input:
+    the reason may quote a line of it."""
+    write_json(job_dir / name, payload, input_mode(job_dir))
+
+
+def input_mode(job_dir: Path) -> int | None:
+    """The permission bits every regular file in ``job_dir/input`` allows (owner read/write
+    kept); None when there is none."""
+    modes = []
+    with suppress(OSError):
+        for entry in os.scandir(job_dir / "input"):
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                modes.append(stat.S_IMODE(st.st_mode))
+    return functools.reduce(operator.and_, modes, 0o777) | 0o600 if modes else None
 
 
 @dataclass(frozen=True)
@@ -138,15 +163,22 @@ class Share:
         return sorted(folder.iterdir()) if folder.is_dir() else []
 
     def resolve_inside(self, base: Path, relative: str, *, file: str, field: str) -> Path:
-        """``relative`` resolved from ``base``; refused if it leaves the share (``..``, links)."""
+        """``relative`` from the folder ``base``: a regular file inside the share, reached
+        without a symbolic link (orchestrator/safeopen.py), or DataError saying why not.
+
+        Resolved by its text: a ``..`` may climb within the share, never out of it."""
         if os.path.isabs(relative):
             raise DataError(f"{field} must be a path relative to the job file, got absolute "
                             f"{relative!r}", file=file)
-        candidate = (base / relative)
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
-            kind = "a symlink that points" if candidate.is_symlink() else "a path"
-            raise DataError(f"{field} {relative!r} is {kind} outside the share", file=file)
-        if not resolved.is_file():
-            raise DataError(f"{field} {relative!r} does not exist in the share", file=file)
-        return resolved
+        candidate = Path(os.path.normpath(os.path.join(os.path.realpath(base), relative)))
+        if safeopen.inside(self.root, candidate) is None:
+            raise DataError(f"{field} {relative!r} is a path outside the share", file=file)
+        try:
+            safeopen.check(self.root, candidate)
+        except FileNotFoundError:
+            raise DataError(f"{field} {relative!r} does not exist in the share",
+                            file=file) from None
+        except safeopen.Refused as refused:
+            raise DataError(f"{field} {relative!r} is refused: {refused.reason}",
+                            file=file) from None
+        return candidate

@@ -176,6 +176,8 @@ class Watcher:
     def _check_share(self) -> None:
         """A new identity of input/ (remounted, recreated): events must be re-armed on it."""
         current = identity(self.input)
+        if os.path.lexists(self.share.processing):  # where claims go: never a link either
+            identity(self.share.processing)
         if current == self._identity:
             return
         if self._identity is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import safeopen
 from orchestrator.errors import DataError
 from orchestrator.jobspec import JobParams
 from orchestrator.paths import Share, write_json
@@ -47,7 +48,11 @@ def run_validate(ctx: StepContext) -> dict[str, Any]:
         max_input_bytes=ctx.settings.max_input_bytes,
         reference_tickers=_reference(ctx),
     )
-    prices, report = validate.validate_prices(input_csv(ctx.folder), rules, ctx.progress)
+    # Validation reads the file several times by its path: it reads a private copy, taken from
+    # one descriptor opened by the share's rules, so that a link swapped in meanwhile is not read.
+    with safeopen.private_copy(ctx.share.root, input_csv(ctx.folder),
+                               ctx.settings.max_input_bytes) as private:
+        prices, report = validate.validate_prices(private, rules, ctx.progress)
     validate.write_clean(prices, ctx.folder / CLEAN)
     write_json(ctx.folder / QUALITY, report.to_dict())
     return {"rows": report.rows_kept, "tickers": len(report.tickers_kept)}
@@ -58,7 +63,8 @@ def _reference(ctx: StepContext) -> frozenset[str] | None:
         return None
     path = ctx.share.resolve_inside(ctx.share.root, ctx.params.reference_file,
                                     file="job parameters", field="reference_file")
-    return validate.read_reference(path)
+    with safeopen.private_copy(ctx.share.root, path, validate.MAX_REFERENCE_BYTES) as private:
+        return validate.read_reference(private)
 
 
 def run_optimize(ctx: StepContext) -> dict[str, Any]:

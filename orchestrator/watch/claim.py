@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import safeopen
+
 log = logging.getLogger(__name__)
 
 MARKER = ".claim.json"
+#: A batch folder is claimed whole into processing/<BATCH_PREFIX><batch id>/.
+BATCH_PREFIX = ".batch-"
+MAX_MARKER = 1 << 20
 HOST = socket.gethostname()
 
 
@@ -99,16 +104,20 @@ class Claim:
     @classmethod
     def read(cls, job_dir: Path) -> Claim | None:
         try:
-            data = json.loads((job_dir / MARKER).read_text())
-        except (OSError, ValueError):
-            return None
-        return cls(job_dir, [(Path(a), Path(b)) for a, b in data["moves"]],
-                   [Path(c) for c in data["copies"]], data.get("batch_id"),
-                   Owner(**data["owner"]), data["at"])
+            data = json.loads(read_marker(job_dir / MARKER))
+            return cls(job_dir, [(Path(a), Path(b)) for a, b in data["moves"]],
+                       [Path(c) for c in data["copies"]], data.get("batch_id"),
+                       Owner(**data["owner"]), data["at"])
+        except (OSError, ValueError, KeyError, TypeError, safeopen.Refused):
+            return None  # none, or not one this pipeline wrote
 
-    def take(self, source: Path, target: Path, *, move: bool) -> Path:
+    def take(self, source: Path, target: Path, *, move: bool, root: Path | None = None,
+             caller_named: bool = False) -> Path:
         """Rename (inside the share: the rename decides who owns it) or copy ``source``.
 
+        A copy is read from one descriptor opened by the share's rules (orchestrator/safeopen.py;
+        ``root``: the share's root, by default the source's own folder): a link, FIFO or
+        hard-linked file is Refused, never copied; the copy keeps the source's permission bits.
         The marker is rewritten first, so a crash mid-way still knows every move it made.
         """
         made = self.moves if move else self.copies
@@ -120,10 +129,13 @@ class Claim:
                 os.rename(source, target)
             else:
                 partial = target.with_name(f".{target.name}.part")
-                shutil.copyfile(source, partial)
+                partial.unlink(missing_ok=True)  # left by a crash: this claim's own file
+                with safeopen.open_file(root or source.parent, source,
+                                        caller_named=caller_named) as opened:
+                    safeopen.copy(opened, partial)
                 partial.rename(target)
-        except FileNotFoundError:
-            made.pop()  # another claimer was first: nothing of this one to undo
+        except (FileNotFoundError, safeopen.Refused):
+            made.pop()  # another claimer was first, or it may not be read: nothing to undo
             if self.moves or self.copies:
                 self.write()
             else:
@@ -151,6 +163,15 @@ class Claim:
             returned.append(back)
         shutil.rmtree(self.job_dir, ignore_errors=True)
         return returned
+
+
+def read_marker(path: Path) -> bytes:
+    """A marker's bytes, read by the share's rules (orchestrator/safeopen.py): processing/ is
+    in the share, and a marker swapped for a FIFO or a link must not stop or fool the repair."""
+    data = safeopen.read_bounded(path.parent, path, MAX_MARKER)
+    if len(data) > MAX_MARKER:
+        raise ValueError(f"{path.name} is larger than any marker the pipeline writes")
+    return data
 
 
 def _free_name(path: Path) -> Path:

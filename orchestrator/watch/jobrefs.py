@@ -14,15 +14,20 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import safeopen
+from orchestrator.errors import DataError
+
 MAX_JOB_FILE = 1 << 20
 
 
 def named_csv(job_file: Path) -> Path | None:
     """The path ``input_file`` names, relative to the job file, normalized without following
-    links; None when the file is not (yet) a JSON object naming a relative path."""
+    links; None when the file is not (yet) a JSON object naming a relative path. The job file
+    is read by the share's rules (orchestrator/safeopen.py: its own folder as the boundary), so
+    a FIFO or a link swapped in after the watcher's look is never read."""
     try:
-        raw = json.loads(job_file.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        raw = json.loads(safeopen.read_bounded(job_file.parent, job_file, MAX_JOB_FILE))
+    except (OSError, ValueError, RecursionError, DataError):  # DataError: safeopen refused it
         return None
     target = raw.get("input_file") if isinstance(raw, dict) else None
     if not isinstance(target, str) or not target or os.path.isabs(target):

@@ -34,13 +34,13 @@ from sqlalchemy import select
 from orchestrator import lifecycle
 from orchestrator.errors import DataError, IllegalTransition
 from orchestrator.intake import set_aside
-from orchestrator.paths import write_json
+from orchestrator.paths import write_error
 from orchestrator.store import intake as records
 from orchestrator.store import jobs as store
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import jobs
-from orchestrator.watch.claim import Claim, Owner, abandoned
+from orchestrator.watch.claim import BATCH_PREFIX, Claim, Owner, abandoned, read_marker
 
 if TYPE_CHECKING:
     from orchestrator.pipeline import Orchestrator
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GRACE = 120.0
-BATCH_PREFIX = ".batch-"
 S = JobState
 
 
@@ -188,7 +187,7 @@ def _put_away(orch: Orchestrator, job_dir: Path, job_id: str,
     duplicate = (error or {}).get("type") == "DuplicateInput"
     note = "duplicate.json" if duplicate else "error.json"
     if error and not (job_dir / note).exists():
-        write_json(job_dir / note, error)
+        write_error(job_dir, note, error)
     orch.share.move_job(job_id, "duplicates" if duplicate else "failed")
     done.moved.append(job_id)
 
@@ -221,9 +220,9 @@ def _mend_batch(orch: Orchestrator, staging: Path, grace: float) -> list[Path]:
             staging.unlink(missing_ok=True)  # died before the folder's rename
         return []
     try:
-        data = json.loads(batch_marker(staging).read_text())
+        data = json.loads(read_marker(batch_marker(staging)))
         owner, at, name = Owner(**data["owner"]), data["at"], data["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, DataError):
         owner, at, name = Owner("?", -1, None), _mtime(staging), staging.name
     if not abandoned(owner, at, grace):
         return []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import safeopen
 from orchestrator.paths import is_temporary
 
 SAMPLE = 64 * 1024
@@ -27,13 +28,17 @@ READY_MARKER = "READY"
 
 
 def sample(path: Path, size: int) -> bytes:
-    """Digest of the head and tail of a file (all of it when small); links are not read."""
+    """Digest of the head and tail of a file (all of it when small), read by the share's rules
+    (orchestrator/safeopen.py): a link, FIFO, device or hard-linked file is not read (what it
+    is stands in for its content: it is refused with that reason when claimed)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(SAMPLE))
-        if size > SAMPLE:
-            handle.seek(max(SAMPLE, size - SAMPLE))
-            digest.update(handle.read(SAMPLE))
+    try:
+        with safeopen.open_file(path.parent, path) as opened:
+            digest.update(os.pread(opened.fd, SAMPLE, 0))
+            if size > SAMPLE:
+                digest.update(os.pread(opened.fd, SAMPLE, max(SAMPLE, size - SAMPLE)))
+    except safeopen.Refused as refused:
+        return f"refused: {refused.reason}".encode()
     return digest.digest()
 
 
@@ -51,8 +56,9 @@ class Settler:
 
     def file_ready(self, path: Path, st: os.stat_result, now: float) -> bool:
         """Look at a file (``st`` from lstat); True when it held still since the first look."""
-        if stat.S_ISLNK(st.st_mode):  # never read through a link; it is refused when claimed
-            return self._held(path, (st.st_size, st.st_mtime_ns), now, lambda: b"link")
+        if not stat.S_ISREG(st.st_mode):  # a link, FIFO, socket, device: never opened here;
+            what = safeopen.kind(st.st_mode).encode()  # refused with its reason when claimed
+            return self._held(path, (st.st_size, st.st_mtime_ns), now, lambda: what)
         return self._held(path, (st.st_size, st.st_mtime_ns), now,
                           lambda: sample(path, st.st_size))
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestrator import safeopen
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,17 @@ class Unavailable(Exception):
 
 
 def identity(folder: Path) -> tuple[int, int]:
-    """(device, inode) of the folder: changes when the share is remounted or recreated."""
+    """(device, inode) of the folder: changes when the share is remounted or recreated.
+
+    A share folder replaced by a symbolic link is not used: renames and reads through it would
+    reach whatever it points to, outside the share."""
     try:
-        st = os.stat(folder)
+        st = os.lstat(folder)
     except OSError as error:
         raise Unavailable(f"{folder}: {error.strerror or error}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise Unavailable(f"{folder} is {safeopen.kind(st.st_mode)}, not a folder: the share's "
+                          "folders must be real folders (a link would lead out of the share)")
     return st.st_dev, st.st_ino
 
 

@@ -65,7 +65,7 @@ def _job_cases(share: Path, sample_name: str) -> dict[str, tuple[str, list[str]]
         "escape.json": (json.dumps({"input_file": "../../etc/passwd"}), ["outside the share"]),
         "absolute.json": (json.dumps({"input_file": "/etc/passwd"}), ["absolute"]),
         "symlink.json": (json.dumps({"input_file": "link_out.csv"}),
-                         ["link_out.csv", "symlink", "outside the share"]),
+                         ["link_out.csv", "symbolic link", "never followed"]),
         "missing.json": (json.dumps({"input_file": "nowhere.csv"}), ["nowhere.csv",
                                                                      "does not exist"]),
     }

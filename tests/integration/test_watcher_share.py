@@ -224,7 +224,7 @@ def test_a_symlink_and_a_path_out_of_the_share_in_job_files_are_refused(env, spa
     # then both fail saying why, and the file outside the share was neither moved nor copied
     wait_until(settled("via_link.json", "climb.json", "link.csv"))
     jobs = by_name()
-    assert "symlink" in jobs["via_link.json"].error["message"]
+    assert "symbolic link" in jobs["via_link.json"].error["message"]
     assert "outside the share" in jobs["climb.json"].error["message"]
     assert "symbolic link" in jobs["link.csv"].error["message"]
     assert secret.read_text() == price_csv(6)

@@ -118,7 +118,7 @@ def read(share: Share, data: bytes | str) -> None:
     ('{"portfolio_size": ' + "9" * 5000 + "}", "not a usable JSON job file: Exceeds the limit"),
     (json.dumps({"input_file": "a\x00b.csv"}), "is not a usable path: embedded null byte"),
     (json.dumps({"input_file": "x" * 300}), "is not a usable path: File name too long"),
-    (json.dumps({"input_file": "loop.csv"}), "is not a usable path"),
+    (json.dumps({"input_file": "loop.csv"}), "is refused: a symbolic link"),
     (" " * (MAX_JOB_FILE_BYTES + 1), "larger than 1,048,576 bytes"),
     (json.dumps({"input_file": "prices.csv", "max_weight": float("nan")}), "max_weight"),
     # found by the fuzzer: a denormal cap made the error message itself overflow

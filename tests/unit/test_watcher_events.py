@@ -271,7 +271,7 @@ def test_a_symlink_and_a_path_out_of_the_share_are_refused(env, watch) -> None:
     found = jobs()
     assert "symbolic link" in found["link.csv"].error["message"]
     assert "outside the share" in found["escape.json"].error["message"]
-    assert "symlink" in found["via_link.json"].error["message"]
+    assert "symbolic link" in found["via_link.json"].error["message"]
     assert all(found[n].state is S.FAILED for n in ("link.csv", "escape.json", "via_link.json"))
 
 
