@@ -144,6 +144,7 @@ def _quality_table(quality: dict[str, Any], timings: dict[str, Any]) -> str:
         ("Tickers dropped", ", ".join(f"{t} ({why})" for t, why in dropped.items()) or "none"),
         ("Duplicate dates removed", str(quality.get("duplicate_dates_removed", 0))),
         ("Missing cells filled", str(quality.get("cells_filled", 0))),
+        ("Dates dropped for late listings", " ".join(quality.get("warnings") or []) or "none"),
         ("Step times", steps or "–"),
         ("Optimizer stages", inner or "–"),
     ])
