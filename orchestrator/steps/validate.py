@@ -447,14 +447,26 @@ def _find_date_column(names: list[str], file: str, dialect: Dialect) -> str:
         how = "detected" if dialect.detected else "forced by the separator parameter"
         raise DataError("no date column; the header must have a 'date' column (wide: date, "
                         "then one column per ticker; long: date, ticker, close), found: "
-                        f"{shown_list(names)} (read as {dialect.describe()}, {how})",
-                        file=file, row=1)
+                        f"{shown_list(names)} (read as {dialect.describe()}, {how})"
+                        + _separator_hint(names, dialect), file=file, row=1)
     if len(dates) > 1:
         raise DataError(f"several date columns: {shown_list(dates)}", file=file, row=1)
     if len(names) == 1:
         raise DataError("no ticker columns; the header has only the date column",
                         file=file, row=1)
     return dates[0]
+
+
+def _separator_hint(names: list[str], dialect: Dialect) -> str:
+    """When the header is one field holding another separator: say which to use."""
+    if len(names) != 1:
+        return ""
+    others = [sep for sep in SEPARATORS if sep != dialect.separator and sep in names[0]]
+    if not others:
+        return ""
+    value = "tab" if others[0] == "\t" else others[0]
+    return (f"; the header looks {shown(others[0])}-separated: set the job parameter "
+            f"separator to {shown(value)}, or leave it out to have it detected")
 
 
 def _refuse_half_long(names: list[str], file: str) -> None:
@@ -540,8 +552,8 @@ def _duplicate_pairs(lines: pd.Index, dates: pd.DatetimeIndex, tickers: np.ndarr
     same = repeated[(repeated["date"] == first["date"]) & (repeated["ticker"] == first["ticker"])]
     rows = ", ".join(str(n) for n in same["line"].head(_LIST_LIMIT))
     count = int(pairs.duplicated(["date", "ticker"]).sum())
-    return DataError(f"{_day(pd.Timestamp(first['date']))} and ticker {shown(first['ticker'])} "
-                     f"appear on several rows: {rows}"
+    return DataError(f"date {_day(pd.Timestamp(first['date']))} and ticker "
+                     f"{shown(first['ticker'])} appear together on rows {rows}"
                      + _in_total(count, "repeated date+ticker pairs")
                      + "; a long file has one row per date and ticker: keep one of them",
                      file=file, row=int(first["line"]), column=column)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.errors import DataError, ParameterError
-from orchestrator.jobspec import JobParams
+from orchestrator.jobspec import JobParams, make_params
 from orchestrator.settings import Settings
 from orchestrator.steps import fastread, run
 from orchestrator.steps.validate import (
@@ -80,6 +80,8 @@ def test_separator_and_decimal_can_be_forced(tmp_path: Path, expected: pd.DataFr
     # forced wrongly, the refusal says how the file was read and that it was forced
     error = _refused(path, ValidationRules(separator=","))
     assert "read as ','-separated, decimal '.', forced by the separator parameter" in error.reason
+    assert error.reason.endswith("the header looks ';'-separated: set the job parameter "
+                                 "separator to ';', or leave it out to have it detected")
 
 
 def test_a_decimal_comma_in_a_point_file_says_what_to_change(tmp_path: Path) -> None:
@@ -140,7 +142,8 @@ def test_a_repeated_date_and_ticker_in_a_long_file_is_refused_naming_the_rows(
     date, ticker = lines[4].split(",")[:2]
     # when validated, then the refusal names the pair, both rows and what to do
     error = _refused(path)
-    assert error.reason.startswith(f"{date} and ticker '{ticker}' appear on several rows: 5, 12")
+    assert error.reason.startswith(f"date {date} and ticker '{ticker}' appear together on rows "
+                                   "5, 12; a long file has one row per date and ticker")
     assert "keep one of them" in error.reason and error.row == 5
 
 
@@ -234,6 +237,17 @@ def test_late_listing_drop_ticker_keeps_the_whole_history(tmp_path: Path) -> Non
     assert len(prices) == 40 and "T05" not in prices.columns
     assert report.edge_rows_dropped == 0 and report.warnings == []
     assert report.tickers_dropped["T05"].startswith("first price on 2020-01-06")
+
+
+def test_the_reading_settings_are_the_job_defaults(tmp_path: Path) -> None:
+    settings = Settings(share_dir=tmp_path, var_dir=tmp_path, csv_separator="tab",
+                        csv_decimal=",", late_listing="drop_ticker")
+    params = make_params(settings, {})
+    assert (params.forced_separator(), params.forced_decimal(), params.late_listing) == (
+        "\t", ",", "drop_ticker")
+    assert make_params(settings, {"separator": "auto"}).forced_separator() is None
+    with pytest.raises(ParameterError, match="separator"):
+        make_params(settings, {"separator": ":"})
 
 
 def test_bad_reading_rules_are_parameter_errors() -> None:
