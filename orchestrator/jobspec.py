@@ -39,6 +39,10 @@ class JobParams(BaseModel):
     ewma_span: int = Field(180, ge=2, le=100_000, strict=True)  # trading days
     returns: Literal["simple", "log"] = "simple"
     reference_file: str | None = None
+    # How to read the price file (docs/inputs.md): "auto" detects per file.
+    separator: Literal["auto", ",", ";", "tab", "\t", "|"] = "auto"
+    decimal: Literal["auto", ".", ","] = "auto"
+    late_listing: Literal["trim_history", "drop_ticker"] = "trim_history"
 
     @model_validator(mode="after")
     def _feasible(self) -> JobParams:
@@ -58,6 +62,14 @@ class JobParams(BaseModel):
         except ParameterError as error:
             raise ValueError(str(error)) from None
         return self
+
+    def forced_separator(self) -> str | None:
+        """The separator validation must use, or None to detect it."""
+        return {"auto": None, "tab": "\t"}.get(self.separator, self.separator)
+
+    def forced_decimal(self) -> str | None:
+        """The decimal mark validation must use, or None to detect it."""
+        return None if self.decimal == "auto" else self.decimal
 
     def request(self) -> PortfolioRequest:
         """What the optimize step is asked for."""
@@ -81,8 +93,10 @@ class JobFile(JobParams):
 
 
 def defaults(settings: Settings) -> dict[str, Any]:
-    return {key: getattr(settings, key) for key in
-            ("portfolio_size", "objective", "max_weight", "min_weight", "risk_free_rate")}
+    return {**{key: getattr(settings, key) for key in
+               ("portfolio_size", "objective", "max_weight", "min_weight", "risk_free_rate",
+                "late_listing")},
+            "separator": settings.csv_separator, "decimal": settings.csv_decimal}
 
 
 def explain(error: ValidationError) -> str:

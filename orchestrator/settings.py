@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     max_gap_days: int = Field(5, ge=0, le=60, description="longest gap filled forward")
     max_missing_fraction: float = Field(0.10, ge=0, le=1, description="sparser tickers dropped")
     max_input_bytes: int = Field(200_000_000, gt=0)
+    csv_separator: Literal["auto", ",", ";", "tab", "|"] = Field(
+        "auto", description="price files' field separator; auto: detected per file")
+    csv_decimal: Literal["auto", ".", ","] = Field(
+        "auto", description="price files' decimal mark; auto: detected per file")
+    late_listing: Literal["trim_history", "drop_ticker"] = Field(
+        "trim_history", description="a late-listed ticker: trim every history, or drop it")
 
     validate_soft_time_limit: int = Field(120, gt=0)
     validate_time_limit: int = Field(150, gt=0)

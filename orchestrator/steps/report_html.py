@@ -147,6 +147,7 @@ def _quality_table(quality: dict[str, Any], timings: dict[str, Any]) -> str:
             f"{quality['edge_rows_dropped']} of {quality.get('rows_read')}")]
           if "edge_rows_dropped" in quality else []),
         ("Missing cells filled", str(quality.get("cells_filled", 0))),
+        ("Dates dropped for late listings", " ".join(quality.get("warnings") or []) or "none"),
         ("Step times", steps or "–"),
         ("Optimizer stages", inner or "–"),
     ])

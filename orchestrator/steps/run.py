@@ -14,7 +14,8 @@ from orchestrator.paths import Share, write_json
 from orchestrator.settings import Settings
 from orchestrator.steps import archive, optimize, validate
 
-CLEAN = "prices.clean.csv"
+CLEAN = "prices.clean.csv"  # for people: the cleaned table, written once, fast
+HANDOFF = "prices.npz"  # for the optimize step: binary, nothing formatted or parsed
 QUALITY = "quality.json"
 PORTFOLIO = "portfolio.json"
 
@@ -47,12 +48,16 @@ def run_validate(ctx: StepContext) -> dict[str, Any]:
         min_tickers=ctx.params.portfolio_size,
         max_input_bytes=ctx.settings.max_input_bytes,
         reference_tickers=_reference(ctx),
+        separator=ctx.params.forced_separator(),
+        decimal=ctx.params.forced_decimal(),
+        late_listing=ctx.params.late_listing,
     )
     # Validation reads the file several times by its path: it reads a private copy, taken from
     # one descriptor opened by the share's rules, so that a link swapped in meanwhile is not read.
     with safeopen.private_copy(ctx.share.root, input_csv(ctx.folder),
                                ctx.settings.max_input_bytes) as private:
         prices, report = validate.validate_prices(private, rules, ctx.progress)
+    validate.write_handoff(prices, ctx.folder / HANDOFF)
     validate.write_clean(prices, ctx.folder / CLEAN)
     write_json(ctx.folder / QUALITY, report.to_dict())
     return {"rows": report.rows_kept, "tickers": len(report.tickers_kept)}
@@ -68,7 +73,7 @@ def _reference(ctx: StepContext) -> frozenset[str] | None:
 
 
 def run_optimize(ctx: StepContext) -> dict[str, Any]:
-    prices = validate.read_clean(ctx.folder / CLEAN)
+    prices = validate.read_handoff(ctx.folder / HANDOFF)
     request = ctx.params.request()
     optimize.check_request(request, prices.shape[1])
     portfolio = optimize.optimize(prices, request, ctx.progress)

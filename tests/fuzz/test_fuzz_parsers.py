@@ -31,7 +31,14 @@ from orchestrator.errors import DataError
 from orchestrator.jobspec import JobParams, read_job_file
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
-from orchestrator.steps.validate import MIN_ROWS, ValidationRules, validate_prices
+from orchestrator.steps import fastread
+from orchestrator.steps.validate import (
+    MIN_ROWS,
+    ValidationRules,
+    careful_read,
+    read_form,
+    validate_prices,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -70,30 +77,59 @@ CELLS = st.one_of(
 LINE_ENDINGS = st.sampled_from(["\n", "\r\n", "\r"])
 
 
+# (separator, decimal mark) pairs as spreadsheets in different locales export them
+DIALECTS = st.sampled_from([(",", "."), (",", "."), (";", ","), (";", "."), ("\t", "."),
+                            ("|", ",")])
+
+
+def number(value: float, decimal: str, grouped: bool) -> str:
+    """A price as a spreadsheet writes it: its decimal mark, perhaps thousands grouped and
+    quoted ("1,234.5000", "1.234,5000")."""
+    text = f"{value:,.4f}" if grouped else f"{value:.4f}"
+    if decimal == ",":
+        text = text.replace(",", "_").replace(".", ",").replace("_", ".")
+    return f'"{text}"' if grouped else text
+
+
 @st.composite
 def structured_csv(draw: st.DrawFn) -> bytes:
-    """A header and rows built from plausible and hostile cells; often long enough to pass."""
+    """A header and rows built from plausible and hostile cells, in one of the common
+    dialects, wide or (one in four) long; often long enough to pass."""
+    separator, decimal = draw(DIALECTS)
+    long = draw(st.integers(0, 3)) == 0
     header = draw(st.lists(st.one_of(st.sampled_from(TICKERS), st.text(max_size=6)),
                            min_size=0, max_size=8))
-    if draw(st.integers(0, 3)):
+    if long:
+        header = draw(st.sampled_from([["date", "ticker", "close"], ["Date", "Symbol", "Price"],
+                                       ["date", "ticker", "volume", "adj_close"]]))
+    elif draw(st.integers(0, 3)):
         header = ["date", *[f"T{i}" for i in range(draw(st.integers(1, 6)))]]
-    rows = draw(st.integers(0, 70))
+    rows = draw(st.integers(0, 70)) * (draw(st.integers(1, 4)) if long else 1)
     width = max(1, len(header))
     # Per file, how often a row is hostile and how often a price is missing: clean files
     # reach the cleaning (gaps, sparse tickers, duplicates) instead of stopping at row 2.
     hostile = draw(st.sampled_from([0.0, 0.0, 0.0, 0.02, 0.3, 1.0]))
     missing = draw(st.sampled_from([0.0, 0.05, 0.3]))
+    grouped = draw(st.sampled_from([0.0, 0.0, 0.1]))
+    high = draw(st.sampled_from([500.0, 5000.0]))
     rnd = random.Random(draw(st.integers(0, 2**32)))
     start = np.datetime64("2018-01-01")
-    lines = [",".join(header)]
+    lines = [separator.join(header)]
     for i in range(rows):
         if rnd.random() < hostile:
             cells = draw(st.lists(CELLS, min_size=0, max_size=width + 1))
+        elif long:
+            day = start + (i // 3 if rnd.random() > 0.02 else rnd.randrange(rows))
+            price = "" if rnd.random() < missing else number(
+                rnd.uniform(1, high), decimal, rnd.random() < grouped)
+            cells = [str(day), f"T{i % 3 if rnd.random() > 0.05 else rnd.randrange(5)}",
+                     *(["7"] if width == 4 else []), price]
         else:
             day = start + (i if rnd.random() > 0.05 else rnd.randrange(rows))  # duplicates
-            cells = [str(day)] + ["" if rnd.random() < missing else f"{rnd.uniform(1, 500):.4f}"
+            cells = [str(day)] + ["" if rnd.random() < missing else
+                                  number(rnd.uniform(1, high), decimal, rnd.random() < grouped)
                                   for _ in range(width - 1)]
-        lines.append(",".join(cells))
+        lines.append(separator.join(cells))
     text = draw(LINE_ENDINGS).join(lines)
     prefix = draw(st.sampled_from(["", "\ufeff", "\n", " "]))
     return (prefix + text).encode("utf-8", errors="surrogatepass")
@@ -164,6 +200,27 @@ def check_accepted(prices: object, report: object, rules: ValidationRules) -> No
                                 + report.edge_rows_dropped)  # type: ignore[attr-defined]
 
 
+def check_paths_agree(path: Path, rules: ValidationRules) -> None:
+    """Whatever the fast path (pyarrow) accepts, the careful path (pandas, the one that names
+    bad cells) reads to the same dates, tickers and prices: the fast path never accepts a file
+    the careful one would refuse, nor reads it differently."""
+    try:
+        form = read_form(path, rules)
+    except DataError:
+        return
+    if form.layout == "long":
+        fast = fastread.read_long(path, form.dialect, form.raw_names, form.columns)
+    else:
+        fast = fastread.read_wide(path, form.dialect, form.raw_names, form.columns[0])
+    if fast is None:
+        return
+    careful = careful_read(path, form)
+    assert (fast.tickers, fast.rows) == (careful.tickers, careful.rows)
+    np.testing.assert_array_equal(fast.values, careful.values)
+    assert (np.asarray(fast.dates, "datetime64[us]")
+            == np.asarray(careful.dates, "datetime64[us]")).all()
+
+
 def test_every_csv_is_accepted_soundly_or_refused_with_a_reason(tmp_path: Path) -> None:
     # given generated, mutated, binary and gzipped price files
     counter = [0, 0]
@@ -175,6 +232,8 @@ def test_every_csv_is_accepted_soundly_or_refused_with_a_reason(tmp_path: Path) 
         path = tmp_path / name
         path.write_bytes(data)
         counter[0] += 1
+        if name == "prices.csv":
+            check_paths_agree(path, rules)
         # when validation reads it
         try:
             prices, report = validate_prices(path, rules)

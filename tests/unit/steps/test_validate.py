@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.errors import DataError, ParameterError
+from orchestrator.steps import dialect as dialect_module
+from orchestrator.steps import fastread as fastread_module
 from orchestrator.steps import validate as validate_module
 from orchestrator.steps.validate import (
     MIN_ROWS,
@@ -196,8 +198,10 @@ def test_a_header_without_date_column_lists_what_it_found(tmp_path: Path) -> Non
     path = tmp_path / "nodate.csv"
     path.write_text("day,a,b,c\n2020-01-02,1,2,3\n", encoding="utf-8")
     error = refused(path)
-    assert error.reason == ("no date column; the header must have a 'date' column, "
-                            "found: day, a, b, c")
+    assert error.reason == (
+        "no date column; the header must have a 'date' column (wide: date, then one column "
+        "per ticker; long: date, ticker, close), found: 'day', 'a', 'b', 'c' "
+        "(read as ','-separated, decimal '.', detected)")
 
 
 def test_the_date_column_name_is_case_insensitive(tmp_path: Path) -> None:
@@ -214,7 +218,7 @@ def test_duplicate_column_names_are_named(sample: Path) -> None:
     lines[0] = lines[0].replace(",ALK,", ",AIZ,")
     write_lines(sample, lines)
     error = refused(sample)
-    assert "duplicate column names: AIZ" in error.reason and error.row == 1
+    assert "duplicate column names: 'AIZ'" in error.reason and error.row == 1
 
 
 # ----------------------------------------------------------------------------- cells
@@ -413,12 +417,15 @@ def test_read_reference_refuses_unusable_files(tmp_path: Path, content: bytes) -
         read_reference(path)
 
 
-def test_the_module_imports_no_celery_and_no_database() -> None:
-    tree = ast.parse(Path(validate_module.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [validate_module, dialect_module, fastread_module],
+                         ids=lambda module: module.__name__)
+def test_the_module_imports_no_celery_and_no_database(module: object) -> None:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
     assert not {name for name in imported if name.split(".")[0] in {"celery", "sqlalchemy"}}
-    assert {name for name in imported if name.startswith("orchestrator")} == {
-        "orchestrator.errors"}
+    assert {name for name in imported if name.startswith("orchestrator")} <= {
+        "orchestrator.errors", "orchestrator.steps", "orchestrator.steps.dialect",
+        "orchestrator.steps.fastread"}
