@@ -116,7 +116,8 @@ def estimate(prices: pd.DataFrame, request: PortfolioRequest) -> Estimates:
         mu = returns.mean(axis=0)
     mu = mu * TRADING_DAYS
     cov *= TRADING_DAYS  # in place, as above
-    if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
+    # the sum, not an N × N mask (100 MB at 10,000 tickers): a NaN or ±inf makes it non-finite
+    if not (np.isfinite(mu).all() and np.isfinite(cov.sum())):
         raise SolverError("status estimation_failed: non-finite expected returns or covariance")
     dates = _dates(prices.index[1:])
     return Estimates([str(c) for c in prices.columns], dates, simple, mu, cov, info)
