@@ -39,9 +39,9 @@ class TruthfulStep(StepTask):
     throws = (lifecycle.StepFailed,)
     store_errors_even_if_ignored = True
 
-    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, payload: dict[str, Any], step: str | None = None) -> dict[str, Any]:
         arrived = JobMessage.decode(payload)
-        result = super().__call__(payload)
+        result = super().__call__(payload, step)
         if arrived.outcome == "ok" and JobMessage.decode(result).outcome == "failed":
             raise lifecycle.step_failed(arrived.job_id, self.step)
         return result
