@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -334,7 +335,11 @@ for _command in (rotate, restore, rotations, token, audit):
 
 
 def main() -> None:  # console script: settings errors exit 3
+    from cli import remote  # PIPELINE_API_URL: through the HTTP API (cli/remote.py)
+
     try:
+        if remote.wanted(sys.argv[1:]):
+            return remote.main()
         pipeline()
     except ConfigError as error:
         click.echo(f"error: {error}", err=True)
