@@ -361,7 +361,11 @@ for _command in (rotate, restore, rotations, token, audit, auth):
 
 
 def main() -> None:  # console script: settings errors exit 3
+    from cli import remote  # PIPELINE_API_URL: through the HTTP API (cli/remote.py)
+
     try:
+        if remote.wanted(sys.argv[1:]):
+            return remote.main()
         pipeline()
     except BrokenPipeError:  # raised outside a command (e.g. --help into `head`)
         quiet_broken_pipe()

@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 from starlette.exceptions import HTTPException
 
-from orchestrator.api import errors, events, page, routes, uploads
+from orchestrator.api import errors, events, page, routes, tokens, uploads
 from orchestrator.api.security import COOKIE, Verified, token_id
 from orchestrator.errors import PipelineError
 from orchestrator.settings import Settings, get_settings
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.on_validation)
     app.include_router(routes.router)
     app.include_router(events.router)
+    app.include_router(tokens.router)
     page.mount(app)
     app.add_middleware(RequestLog)  # type: ignore[arg-type]
     return app

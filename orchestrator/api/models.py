@@ -51,6 +51,7 @@ RESULT_FILES = ("weights.csv", "report.json", "report.html", "quality.json")
 
 
 class Event(BaseModel):
+    job_id: str
     at: datetime
     from_state: str | None
     to_state: str

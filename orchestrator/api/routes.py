@@ -127,9 +127,13 @@ async def submit_batch(request: Request, _who: Submitter) -> JSONResponse:
 # -- reading -------------------------------------------------------------------------------
 
 @router.get("/jobs/{job_id}", response_model=models.Job, tags=["jobs"],
-            summary="A job: state, step, progress, result or error", responses=READ_ERRORS)
+            summary="A job (by id, or a unique prefix): state, step, progress, result or error",
+            responses=READ_ERRORS)
 async def get_job(job_id: str, _who: Viewer) -> JSONResponse:
-    job = await run_in_threadpool(store.get_job, job_id)  # the hot path: no second validation
+    # the hot path: a read by primary key, and no second validation of the answer; an id
+    # shorter than a whole one is a prefix (people type short ids, as with the CLI)
+    read = store.get_job if len(job_id) == 32 else store.find_job
+    job = await run_in_threadpool(read, job_id)
     return JSONResponse(models.Job.of(job).model_dump(mode="json"))
 
 

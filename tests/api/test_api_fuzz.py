@@ -1,13 +1,13 @@
 """Fuzzing the upload's parameters against a real server: every answer is 202 (the model
-accepts them) or 422 naming a field (it does not), never a 500, never a file left behind.
+accepts them) or 422 naming a field it was sent (it does not), never a 500, never a file
+left behind.
 
-Bounded: at most 60 examples and ``PIPELINE_API_FUZZ_SECONDS`` (default 8) seconds.
+Bounded by a count, not a clock: ``PIPELINE_API_FUZZ_EXAMPLES`` (default 25, a few seconds).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ from orchestrator.settings import get_settings
 from tests.api.conftest import Api
 
 pytestmark = [pytest.mark.slow]
-BUDGET = float(os.environ.get("PIPELINE_API_FUZZ_SECONDS", "8"))
+EXAMPLES = int(os.environ.get("PIPELINE_API_FUZZ_EXAMPLES", "25"))
 NAMES = ["portfolio_size", "objective", "max_weight", "min_weight", "risk_free_rate",
          "target_volatility", "target_return", "covariance", "ewma_span", "returns", "force",
          "bogus"]
@@ -36,15 +36,12 @@ FORMS = st.dictionaries(st.sampled_from(NAMES), TEXT, max_size=5)
 
 def test_fuzzed_parameters_get_202_or_422_naming_the_field(api: Api, sample_csv: Path) -> None:
     data = sample_csv.read_bytes()
-    deadline = time.monotonic() + BUDGET
     answers: dict[int, int] = {}
 
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(form=FORMS)
     def check(form: dict[str, str]) -> None:
-        if time.monotonic() > deadline:
-            return
         form = {k: v.replace("\x00", "") for k, v in form.items()}
         with httpx.Client(base_url=api.url, timeout=30, headers={
                 "Authorization": f"Bearer {api.tokens['submitter']}"}) as http:
@@ -54,7 +51,8 @@ def test_fuzzed_parameters_get_202_or_422_naming_the_field(api: Api, sample_csv:
         assert sent.status_code in (202, 422), (form, sent.status_code, sent.text)
         if sent.status_code == 422:
             message = sent.json()["error"]["message"]
-            assert "field '" in message, message
+            # a field's own check says "field 'x'"; a rule across fields names them
+            assert any(name in message for name in form), (form, message)
         else:
             params = {k: v for k, v in form.items() if k != "force" and v.strip()}
             try:  # what the server accepted, the model accepts (with lax text reading)
@@ -64,4 +62,4 @@ def test_fuzzed_parameters_get_202_or_422_naming_the_field(api: Api, sample_csv:
         assert api.staged() == []
 
     check()
-    assert answers.get(202, 0) + answers.get(422, 0) >= 5, answers
+    assert answers.get(202, 0) > 0 and answers.get(422, 0) > 0, answers

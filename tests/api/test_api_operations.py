@@ -167,3 +167,21 @@ def test_a_public_address_is_refused_while_auth_is_not_in_force(env: Env) -> Non
     # then it refuses, saying why and what to do
     assert done.returncode == 3, done.stderr
     assert "0.0.0.0" in done.stderr and "pipeline token create" in done.stderr
+
+
+def test_an_admin_manages_tokens_over_http(api: Api) -> None:
+    with api.client("admin") as admin:
+        # create: the value once, then it works
+        made = admin.post("/v1/tokens", json={"role": "viewer", "name": "dash"})
+        assert made.status_code == 201 and made.json()["token"].startswith("pot_")
+        assert made.headers["cache-control"] == "no-store"
+        listed = admin.get("/v1/tokens").json()
+        assert "dash" in [t["name"] for t in listed]
+        assert all("token" not in t for t in listed)
+        bad = admin.post("/v1/tokens", json={"role": "emperor"})
+        assert bad.status_code == 422 and "field 'role'" in bad.json()["error"]["message"]
+        # revoke
+        revoked = admin.post(f"/v1/tokens/{made.json()['id']}/revoke")
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    with api.client("operator") as operator:
+        assert operator.get("/v1/tokens").status_code == 403
