@@ -133,3 +133,28 @@ def test_a_wrong_secret_for_a_real_token_id_is_audited_as_unknown(env) -> None: 
     assert refused and refused[0]["actor"] == "unknown"
     assert f"presented token id {ident}" in refused[0]["detail"]
     assert "alice" not in refused[0]["detail"]
+
+
+# -- bad settings: one clear line and exit 3, not a traceback ---------------------------------
+
+
+@pytest.mark.parametrize(("variable", "value", "reason"), [
+    ("PIPELINE_VAR_DIR", "/proc/pipeline-var", "cannot be created"),
+    ("PIPELINE_SHARE_DIR", "/proc/pipeline-share", "cannot be created"),
+    ("PIPELINE_VAR_DIR", "{file}", "is a file, not a folder"),
+    ("PIPELINE_SHARE_DIR", "{file}", "is a file, not a folder"),
+    ("PIPELINE_VAR_DIR", "{file}/var", "cannot be created"),
+    ("PIPELINE_DATABASE_URL", "postgresql://u:pw@db.example:notaport/pipeline",
+     "not a database URL"),
+    ("PIPELINE_DATABASE_URL", "not a url", "not a database URL"),
+])
+def test_a_bad_folder_or_database_url_is_one_line_and_exit_3(  # type: ignore[no-untyped-def]
+        env, variable: str, value: str, reason: str) -> None:
+    plain = env.root / "plain-file"
+    plain.write_text("not a folder\n")
+    result = run(env, "list", **{variable: value.format(file=plain)})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and variable in lines[0] and reason in lines[0]
+    assert "pw@" not in lines[0]  # a URL in the message stays masked
