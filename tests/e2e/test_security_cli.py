@@ -158,3 +158,20 @@ def test_a_bad_folder_or_database_url_is_one_line_and_exit_3(  # type: ignore[no
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and variable in lines[0] and reason in lines[0]
     assert "pw@" not in lines[0]  # a URL in the message stays masked
+
+
+def test_a_token_can_come_from_a_file_and_help_says_why(env) -> None:  # type: ignore[no-untyped-def]
+    # given an admin token kept in a file (not on the command line, where ps shows it)
+    admin, _ = admin_token(env)
+    kept = env.root / "admin.token"
+    kept.write_text(admin + "\n")
+    kept.chmod(0o600)
+    # then commands accept it from the file, and from PIPELINE_TOKEN_FILE
+    assert run(env, "rotate", "--dry-run", "--token-file", str(kept)).returncode == 0
+    assert run(env, "rotate", "--dry-run", PIPELINE_TOKEN_FILE=str(kept)).returncode == 0
+    # and a missing file is one clear line naming it
+    gone = run(env, "rotate", "--dry-run", "--token-file", str(env.root / "nope"))
+    assert gone.returncode == 3 and "nope: cannot read it" in gone.stderr
+    # and --help steers people away from --token
+    shown = run(env, "rotate", "--help").stdout
+    assert "--token-file" in shown and "/proc/<pid>/cmdline" in shown
