@@ -102,6 +102,8 @@ def test_only_an_admin_turns_auth_off_and_on_and_it_is_audited(env) -> None:  # 
     off = run(env, "auth", "set", "--enforce", "off", PIPELINE_TOKEN=admin)
     assert off.returncode == 0, off.stderr
     assert run(env, "rotate", "--dry-run").returncode == 0
+    # but tokens are still an admin's alone: none minted or revoked while enforcement is off
+    assert run(env, "token", "create", "--role", "admin").returncode == 9
     # and turning it on again still needs an admin, though auth is off meanwhile
     assert run(env, "auth", "set", "--enforce", "on").returncode == 9
     assert run(env, "auth", "set", "--enforce", "on", PIPELINE_TOKEN=admin).returncode == 0
