@@ -129,7 +129,7 @@ def token() -> None:
               type=click.Choice([r.label for r in Role]), help="What the token may do.")
 @click.option("--name", help="A name to recognize it by (default: role-id).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@requires(Role.ADMIN, bootstrap=True)
+@requires(Role.ADMIN, bootstrap=True, strict=True)  # strict: no tokens minted while off
 def create(role_name: str, name: str | None, as_json: bool) -> None:
     """Create a token and print it, once (only its sha256 is kept).
 
@@ -157,7 +157,7 @@ def create(role_name: str, name: str | None, as_json: bool) -> None:
 
 @token.command("list", epilog=epilog())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@requires(Role.ADMIN)
+@requires(Role.ADMIN, strict=True)
 def list_(as_json: bool) -> None:
     """Every token: id, name, role, when created and by whom, revoked or not (never values)."""
     from rich.table import Table
@@ -178,7 +178,7 @@ def list_(as_json: bool) -> None:
 
 @token.command("revoke", epilog=epilog())
 @click.argument("token_id")
-@requires(Role.ADMIN)
+@requires(Role.ADMIN, strict=True)
 def revoke(token_id: str) -> None:
     """Revoke a token by its id (the 8 hex digits after pot_).
 

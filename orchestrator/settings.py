@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -209,7 +210,33 @@ class Settings(BaseSettings):
     @field_validator("share_dir", "var_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
+        folder = value.expanduser().absolute()
+        problem = folder_problem(folder)
+        if problem:
+            raise ValueError(problem)
+        return folder
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from sqlalchemy.engine import make_url  # the parser that will read it
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(value)
+            except (ArgumentError, ValueError) as error:
+                raise ValueError(f"not a database URL ({_first_line(error)}); expected e.g. "
+                                 "postgresql+psycopg://user:password@host:5432/name") from None
+        return value
+
+    @model_validator(mode="after")
+    def _weights_in_order(self) -> Settings:
+        if self.min_weight > self.max_weight:
+            raise ValueError(f"PIPELINE_MIN_WEIGHT ({self.min_weight}) must not exceed "
+                             f"PIPELINE_MAX_WEIGHT ({self.max_weight}): no holding could "
+                             "satisfy both")
+        return self
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> Settings:
@@ -268,12 +295,62 @@ SECRET_FIELDS = ("flower_password", "flower_basic_auth", "smtp_password", "secur
 
 def mask_passwords(text: str) -> str:
     """``scheme://user:secret@host`` -> ``scheme://user:***@host``, for each URL in ``text``
-    (kombu accepts several, separated by ``;``); also ``?password=secret`` (libpq, psycopg)."""
-    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    (kombu accepts several, separated by ``;``); also ``?password=secret`` (libpq, psycopg).
+
+    People paste passwords unencoded: with ``;``, spaces, ``@``, ``/`` or ``#`` in them.
+    ``urllib.parse.urlsplit`` ends the authority at the first ``/``, ``?`` or ``#`` and splits
+    user from host at the last ``@`` before it, so such a password would be shown in part.
+    Masking must fail safe, so the user information of each URL here runs to the last ``@``
+    before the next URL; ``urlsplit`` then reads the user name from it.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", "".join(
+        _mask_one(part) for part in _URL_START.split(text)))
 
 
-_USERINFO = re.compile(r"(://[^/@;:\s]*:)[^@;\s]*@")
+def _mask_one(part: str) -> str:
+    """One URL (and what follows it up to the next URL): its password, if any, masked."""
+    scheme, sep, rest = part.partition("://")
+    if not sep or "@" not in rest:
+        return part
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return part  # a user name alone
+    user = urlsplit(f"x://{userinfo.split(':', 1)[0]}@h").username or ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+#: Where a URL starts: a scheme and ``://`` at the start or after ``;``, ``,`` or a space.
+_URL_START = re.compile(r"(?:(?<=^)|(?<=[;,\s]))(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 _QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass)=)[^&;\s]*", re.IGNORECASE)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot serve as a folder we write to (None: it can, or may be made).
+
+    Checked at start, so that a file, a path under /proc or a read-only place is one clear
+    line, not a traceback from the first mkdir. A missing folder is fine if its nearest
+    existing parent is a writable folder on a real filesystem (not proc or sysfs, which
+    report no blocks), since the pipeline creates it. An existing folder is not probed
+    further: a share mounted read-only for one user may still serve read commands.
+    """
+    if folder.exists():
+        return None if folder.is_dir() else "is a file, not a folder"
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {parent} is a file, not a folder"
+    try:
+        fs = os.statvfs(parent)
+    except OSError as error:
+        return f"cannot be created: {parent}: {error.strerror}"
+    if fs.f_blocks == 0 or fs.f_flag & os.ST_RDONLY or not os.access(parent, os.W_OK):
+        return f"cannot be created: {parent} is read-only or not a real filesystem"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def parse_duration(text: str) -> float | str:
@@ -297,7 +374,8 @@ def explain(error: ValidationError) -> str:
             continue
         field = ".".join(str(p) for p in item["loc"])
         shown = "***" if field in SECRET_FIELDS else mask_passwords(repr(item.get("input")))
-        lines.append(f"PIPELINE_{field.upper()}={shown}: {item['msg']}")
+        reason = item["msg"].removeprefix("Value error, ")
+        lines.append(f"PIPELINE_{field.upper()}={shown}: {reason}")
     return "\n".join(lines)
 
 
@@ -324,7 +402,9 @@ def get_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as error:
-        raise ConfigError("bad settings:\n" + explain(error)) from None
+        reasons = explain(error)
+        one = "\n" not in reasons  # one bad value: one line
+        raise ConfigError(("bad setting: " if one else "bad settings:\n") + reasons) from None
     for name in unknown_variables(os.environ):
         logging.getLogger(__name__).warning(
             "%s is not a setting and is ignored (every setting: docs/reference.md)", name)

@@ -102,6 +102,8 @@ def test_only_an_admin_turns_auth_off_and_on_and_it_is_audited(env) -> None:  # 
     off = run(env, "auth", "set", "--enforce", "off", PIPELINE_TOKEN=admin)
     assert off.returncode == 0, off.stderr
     assert run(env, "rotate", "--dry-run").returncode == 0
+    # but tokens are still an admin's alone: none minted or revoked while enforcement is off
+    assert run(env, "token", "create", "--role", "admin").returncode == 9
     # and turning it on again still needs an admin, though auth is off meanwhile
     assert run(env, "auth", "set", "--enforce", "on").returncode == 9
     assert run(env, "auth", "set", "--enforce", "on", PIPELINE_TOKEN=admin).returncode == 0
@@ -133,3 +135,45 @@ def test_a_wrong_secret_for_a_real_token_id_is_audited_as_unknown(env) -> None: 
     assert refused and refused[0]["actor"] == "unknown"
     assert f"presented token id {ident}" in refused[0]["detail"]
     assert "alice" not in refused[0]["detail"]
+
+
+# -- bad settings: one clear line and exit 3, not a traceback ---------------------------------
+
+
+@pytest.mark.parametrize(("variable", "value", "reason"), [
+    ("PIPELINE_VAR_DIR", "/proc/pipeline-var", "cannot be created"),
+    ("PIPELINE_SHARE_DIR", "/proc/pipeline-share", "cannot be created"),
+    ("PIPELINE_VAR_DIR", "{file}", "is a file, not a folder"),
+    ("PIPELINE_SHARE_DIR", "{file}", "is a file, not a folder"),
+    ("PIPELINE_VAR_DIR", "{file}/var", "cannot be created"),
+    ("PIPELINE_DATABASE_URL", "postgresql://u:pw@db.example:notaport/pipeline",
+     "not a database URL"),
+    ("PIPELINE_DATABASE_URL", "not a url", "not a database URL"),
+])
+def test_a_bad_folder_or_database_url_is_one_line_and_exit_3(  # type: ignore[no-untyped-def]
+        env, variable: str, value: str, reason: str) -> None:
+    plain = env.root / "plain-file"
+    plain.write_text("not a folder\n")
+    result = run(env, "list", **{variable: value.format(file=plain)})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and variable in lines[0] and reason in lines[0]
+    assert "pw@" not in lines[0]  # a URL in the message stays masked
+
+
+def test_a_token_can_come_from_a_file_and_help_says_why(env) -> None:  # type: ignore[no-untyped-def]
+    # given an admin token kept in a file (not on the command line, where ps shows it)
+    admin, _ = admin_token(env)
+    kept = env.root / "admin.token"
+    kept.write_text(admin + "\n")
+    kept.chmod(0o600)
+    # then commands accept it from the file, and from PIPELINE_TOKEN_FILE
+    assert run(env, "rotate", "--dry-run", "--token-file", str(kept)).returncode == 0
+    assert run(env, "rotate", "--dry-run", PIPELINE_TOKEN_FILE=str(kept)).returncode == 0
+    # and a missing file is one clear line naming it
+    gone = run(env, "rotate", "--dry-run", "--token-file", str(env.root / "nope"))
+    assert gone.returncode == 3 and "nope: cannot read it" in gone.stderr
+    # and --help steers people away from --token
+    shown = run(env, "rotate", "--help").stdout
+    assert "--token-file" in shown and "/proc/<pid>/cmdline" in shown
