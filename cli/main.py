@@ -298,13 +298,26 @@ def watch(interval: float | None) -> None:
 
 @pipeline.command(epilog=epilog())
 @click.option("--concurrency", type=int, help="Worker processes (PIPELINE_WORKER_CONCURRENCY).")
+@click.option("--workers-by-role", "by_role", is_flag=True,
+              help="One worker per role, as on many machines: steps@HOST (validate,archive) "
+                   "and optimize@HOST with --concurrency each, maintenance@HOST with 1.")
 @requires(Role.OPERATOR)
-def up(concurrency: int | None) -> None:
-    """Run a worker, beat and the watcher together (one machine). Ctrl-C stops them all."""
-    from cli.processes import run_all
+def up(concurrency: int | None, by_role: bool) -> None:
+    """Run worker(s), beat and the watcher together (one machine). Ctrl-C stops them all.
+
+    Works on the embedded default and with Redis/RabbitMQ + PostgreSQL settings alike. A second
+    `up` on the same var folder is refused (exit 14) while one runs; if `up` is killed, its
+    children stop too.
+    """
+    from cli.processes import AlreadyRunning, run_all
 
     orch = orchestrator()
-    raise SystemExit(run_all(orch, concurrency or orch.settings.worker_concurrency))
+    try:
+        code = run_all(orch, concurrency or orch.settings.worker_concurrency, by_role)
+    except AlreadyRunning as error:
+        click.echo(f"error: {error}", err=True)
+        code = Exit.ALREADY_RUNNING
+    raise SystemExit(code)
 
 
 @pipeline.command(epilog=epilog())
