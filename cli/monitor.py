@@ -88,7 +88,11 @@ def batch_table(batch_id: str, members: Sequence[store.Job]) -> Table:
     ended = sum(j.state in FINAL for j in members)
     overall = sum(100.0 if j.state in FINAL else j.progress for j in members) / max(
         len(members), 1)
-    table.title = f"batch {batch_id}: {len(members)} jobs, {ended} ended, {overall:.0f}% done"
+    from orchestrator.batches import batch_names
+
+    name = batch_names([batch_id]).get(batch_id, batch_id)
+    table.title = (f"batch {batch_id} ({name}): {len(members)} jobs, {ended} ended, "
+                   f"{overall:.0f}% done")
     return table
 
 
