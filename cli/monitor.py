@@ -91,7 +91,8 @@ def batch_table(batch_id: str, members: Sequence[store.Job]) -> Table:
     from orchestrator.batches import batch_names
 
     name = batch_names([batch_id]).get(batch_id, batch_id)
-    table.title = (f"batch {batch_id} ({name}): {len(members)} jobs, {ended} ended, "
+    named = f" ({name})" if name != batch_id else ""  # files submitted together: no name
+    table.title = (f"batch {batch_id}{named}: {len(members)} jobs, {ended} ended, "
                    f"{overall:.0f}% done")
     return table
 
