@@ -34,6 +34,7 @@ class Exit(IntEnum):
     STORAGE_FULL = 11
     PERMISSION = 12
     CORRUPT_ARCHIVE = 13
+    ALREADY_RUNNING = 14
     INTERRUPTED = 130
     BROKEN_PIPE = 141
 
@@ -53,6 +54,7 @@ MEANING = {
     Exit.STORAGE_FULL: "archive storage is full; nothing was deleted",
     Exit.PERMISSION: "permission denied on a job folder or the archive storage",
     Exit.CORRUPT_ARCHIVE: "an archive failed verification; nothing was deleted",
+    Exit.ALREADY_RUNNING: "`pipeline up` already runs on this machine (its var folder)",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
     Exit.BROKEN_PIPE: "the reader of the output went away (e.g. `| head`), as a shell reports",
 }

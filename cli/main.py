@@ -190,15 +190,38 @@ def status(job: str, follow: bool, interval: float, as_json: bool) -> None:
 @json_option
 @requires(Role.VIEWER)
 def history(job: str, as_json: bool) -> None:
-    """Every state change of a job, with its time. Example: pipeline history 3f2a"""
+    """Every state change of a job, or of each job of a batch, with its time.
+
+    Example: pipeline history 3f2a
+    """
     orchestrator()
-    found = store.find_job(job)
-    events = store.history(found.id)
-    if as_json:
-        render.emit_json([e.to_dict() for e in events])
-    else:
-        render.console.print(f"job {found.id} ({found.input_name})")
+    found = _job_or_batch(job)
+    if isinstance(found, store.Job):
+        events = store.history(found.id)
+        if as_json:
+            render.emit_json([e.to_dict() for e in events])
+            return
+        render.line(f"job {found.id} ({found.input_name})")
         render.console.print(render.history_table(events))
+        return
+    _batch_history(found, as_json)
+
+
+def _batch_history(batch_id: str, as_json: bool) -> None:
+    from orchestrator.batches import batch_names
+
+    name = batch_names([batch_id]).get(batch_id, batch_id)
+    members = sorted(store.list_jobs(batch_id=batch_id, limit=1_000_000),
+                     key=lambda j: (j.input_name, j.id))
+    if as_json:
+        render.emit_json({"batch_id": batch_id, "name": name, "jobs": [
+            {"job_id": j.id, "input": j.input_name,
+             "events": [e.to_dict() for e in store.history(j.id)]} for j in members]})
+        return
+    render.line(f"batch {batch_id} ({name}): {len(members)} jobs")
+    for member in members:
+        render.line(f"job {member.id} ({member.input_name})")
+        render.console.print(render.history_table(store.history(member.id)))
 
 
 @pipeline.command("list", epilog=epilog())
@@ -208,13 +231,17 @@ def history(job: str, as_json: bool) -> None:
 @json_option
 @requires(Role.VIEWER)
 def list_(state: str | None, since: str | None, limit: int, as_json: bool) -> None:
-    """List jobs, newest first. Example: pipeline list --state failed --since 1d"""
+    """List jobs, newest first, with their batch's name. Example: pipeline list --since 1d"""
+    from orchestrator.batches import batch_names
+
     orchestrator()
     found = store.list_jobs(JobState(state) if state else None, _since(since), limit=limit)
+    names = batch_names(j.batch_id for j in found)
     if as_json:
-        render.emit_json([j.to_dict() for j in found])
+        render.emit_json([{**j.to_dict(), "batch_name": names.get(j.batch_id or "")}
+                          for j in found])
     else:
-        render.console.print(render.jobs_table(found))
+        render.console.print(render.jobs_table(found, names))
 
 
 def _since(text: str | None) -> datetime | None:
@@ -298,13 +325,26 @@ def watch(interval: float | None) -> None:
 
 @pipeline.command(epilog=epilog())
 @click.option("--concurrency", type=int, help="Worker processes (PIPELINE_WORKER_CONCURRENCY).")
+@click.option("--workers-by-role", "by_role", is_flag=True,
+              help="One worker per role, as on many machines: steps@HOST (validate,archive) "
+                   "and optimize@HOST with --concurrency each, maintenance@HOST with 1.")
 @requires(Role.OPERATOR)
-def up(concurrency: int | None) -> None:
-    """Run a worker, beat and the watcher together (one machine). Ctrl-C stops them all."""
-    from cli.processes import run_all
+def up(concurrency: int | None, by_role: bool) -> None:
+    """Run worker(s), beat and the watcher together (one machine). Ctrl-C stops them all.
+
+    Works on the embedded default and with Redis/RabbitMQ + PostgreSQL settings alike. A second
+    `up` on the same var folder is refused (exit 14) while one runs; if `up` is killed, its
+    children stop too.
+    """
+    from cli.processes import AlreadyRunning, run_all
 
     orch = orchestrator()
-    raise SystemExit(run_all(orch, concurrency or orch.settings.worker_concurrency))
+    try:
+        code = run_all(orch, concurrency or orch.settings.worker_concurrency, by_role)
+    except AlreadyRunning as error:
+        click.echo(f"error: {error}", err=True)
+        code = Exit.ALREADY_RUNNING
+    raise SystemExit(code)
 
 
 @pipeline.command(epilog=epilog())

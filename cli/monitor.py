@@ -88,7 +88,12 @@ def batch_table(batch_id: str, members: Sequence[store.Job]) -> Table:
     ended = sum(j.state in FINAL for j in members)
     overall = sum(100.0 if j.state in FINAL else j.progress for j in members) / max(
         len(members), 1)
-    table.title = f"batch {batch_id}: {len(members)} jobs, {ended} ended, {overall:.0f}% done"
+    from orchestrator.batches import batch_names
+
+    name = batch_names([batch_id]).get(batch_id, batch_id)
+    named = f" ({name})" if name != batch_id else ""  # files submitted together: no name
+    table.title = (f"batch {batch_id}{named}: {len(members)} jobs, {ended} ended, "
+                   f"{overall:.0f}% done")
     return table
 
 

@@ -1,20 +1,41 @@
-"""Running the pipeline's processes on one machine: worker, beat and watcher together."""
+"""Running the pipeline's processes on one machine: worker(s), beat and watcher together.
+
+The children run in their own sessions (a terminal's Ctrl-C reaches ``pipeline up`` once, and
+it stops them in order), so nothing would stop them if ``up`` itself were killed: each child
+asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG), and ``up`` holds a lock
+file under the var folder, inherited by its children, that a second ``up`` finds and reports
+instead of starting workers with the same node names.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
+from orchestrator.errors import PipelineError
 from orchestrator.pipeline import Orchestrator
 
 log = logging.getLogger(__name__)
 QUEUES = "validate,optimize,archive,maintenance"
+#: Worker roles of ``pipeline up --workers-by-role``: the queue groups of deploy/ and of the
+#: README's "Many machines" (node name, queues, whether it takes --concurrency or runs one).
+ROLES = (("steps", "validate,archive", True), ("optimize", "optimize", True),
+         ("maintenance", "maintenance", False))
+LOCK_NAME = "pipeline-up.lock"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class AlreadyRunning(PipelineError):
+    """Another ``pipeline up`` (or a child of one) runs on this var folder."""
 
 
 def celery_command(*args: str) -> list[str]:
@@ -27,11 +48,59 @@ def worker_command(concurrency: int, name: str = "pipeline", queues: str = QUEUE
                           "--loglevel", loglevel, "--without-gossip", "--without-mingle")
 
 
-def start(command: Sequence[str], log: Path | None = None) -> subprocess.Popen[bytes]:
-    """A child in its own session (Ctrl-C reaches us once; we stop the children in order)."""
+def role_worker_commands(concurrency: int) -> list[list[str]]:
+    """One worker per role, each named by it (steps@host, optimize@host, maintenance@host)."""
+    return [worker_command(concurrency if scaled else 1, name=name, queues=queues)
+            for name, queues, scaled in ROLES]
+
+
+def start(command: Sequence[str], log: Path | None = None,
+          keep_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """A child in its own session that dies with this process (Linux), keeping ``keep_fds``."""
     output = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it
     return subprocess.Popen(list(command), start_new_session=True, stdout=output,
-                            stderr=subprocess.STDOUT if output else None)
+                            stderr=subprocess.STDOUT if output else None,
+                            pass_fds=tuple(keep_fds), preexec_fn=_die_with_parent())
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec: SIGTERM (Celery's warm shutdown) when the thread that
+    started it dies, and at once if that happened already (the race before prctl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not in the child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def hold_up_lock(var_dir: Path) -> IO[str]:
+    """The lock of ``pipeline up`` on this var folder, held while the returned file is open
+    here or in a child that inherited it; AlreadyRunning if someone holds it."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / LOCK_NAME
+    handle = open(path, "a+")  # noqa: SIM115 - held for the life of `up` and its children
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"pipeline up is already running on this machine: {path} is held (started by "
+            f"pid {holder}; if that process is gone, its worker or beat is still stopping). "
+            "Stop it first (Ctrl-C, or SIGTERM to that pid), or use another PIPELINE_VAR_DIR"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def stop(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
@@ -80,24 +149,27 @@ def stop_on_signals(event: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_all(orchestrator: Orchestrator, concurrency: int) -> int:
-    """Worker + beat as child processes, the watcher in this one, until Ctrl-C or SIGTERM."""
-    from orchestrator.logs import configure as configure_logs
-    from orchestrator.watcher import Watcher
+def run_all(orchestrator: Orchestrator, concurrency: int, by_role: bool = False) -> int:
+    """Worker(s) + beat as child processes, the watcher in this one, until Ctrl-C or SIGTERM.
 
-    configure_logs(orchestrator.settings.log_level)  # PIPELINE_LOG_FORMAT: text or json
+    ``by_role``: one worker per role (as deploy/ runs them) instead of one on every queue.
+    """
+    from orchestrator.logs import configure as configure_logs
+
     settings = orchestrator.settings
     from cli.api import for_up  # the HTTP API and page, unless PIPELINE_API_ENABLED=false
 
     api = for_up(settings)  # its checks come before anything starts
-    children = [start(worker_command(concurrency)),
-                start(celery_command("beat", "--loglevel", "INFO", "-s",
-                                     str(settings.var_dir / "celerybeat-schedule")))]
-    children += [start(api)] if api else []
+    lock = hold_up_lock(settings.var_dir)
+    configure_logs(settings.log_level)  # PIPELINE_LOG_FORMAT: text or json
+    workers = role_worker_commands(concurrency) if by_role else [worker_command(concurrency)]
+    beat = celery_command("beat", "--loglevel", "INFO", "-s",
+                          str(settings.var_dir / "celerybeat-schedule"))
+    children = [start(command, keep_fds=[lock.fileno()]) for command in [*workers, beat]]
+    children += [start(api, keep_fds=[lock.fileno()])] if api else []
     stop_event = threading.Event()
     stop_on_signals(stop_event)
-    watcher = threading.Thread(target=Watcher(orchestrator).run,
-                               args=(stop_event, settings.scan_interval), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(orchestrator, stop_event), daemon=True)
     watcher.start()
     print(f"pipeline up: drop CSV files into {orchestrator.share.input} (Ctrl-C stops)",
           flush=True)
@@ -108,4 +180,14 @@ def run_all(orchestrator: Orchestrator, concurrency: int) -> int:
     stop_event.set()
     watcher.join(timeout=10)
     stop(children)
+    lock.close()
     return 0
+
+
+def _watch(orchestrator: Orchestrator, stop_event: threading.Event) -> None:
+    from orchestrator.watcher import Watcher
+
+    try:
+        Watcher(orchestrator).run(stop_event, orchestrator.settings.scan_interval)
+    finally:
+        release_result_subscriptions()  # this thread's backend: see the function

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -50,11 +50,15 @@ def _wrapped(header: str) -> Column:
     return Column(header, overflow="fold", ratio=1)
 
 
-def jobs_table(jobs: Sequence[Job]) -> Table:
-    table = Table("job", "input", "state", "step", "progress", "created",
-                  _wrapped("result / error"))
+def jobs_table(jobs: Sequence[Job], batch_names: Mapping[str, str] | None = None) -> Table:
+    """One row per job; with ``batch_names``, a batch column (the folder's name) if any job
+    belongs to a batch."""
+    named = bool(batch_names) and any(job.batch_id for job in jobs)
+    table = Table("job", *(["batch"] if named else []), "input", "state", "step", "progress",
+                  "created", _wrapped("result / error"))
     for job in jobs:
-        table.add_row(job.id[:12], Text(job.input_name), _state(job.state.value),
+        batch = [Text((batch_names or {}).get(job.batch_id or "", ""))] if named else []
+        table.add_row(job.id[:12], *batch, Text(job.input_name), _state(job.state.value),
                       job.step or "", f"{job.progress:.0f}%", _when(job.created_at),
                       Text(outcome(job)))
     return table

@@ -52,7 +52,9 @@ def _flush_statement_counts(**_: object) -> None:
 @signals.beat_init.connect
 def _one_beat(**_: object) -> None:
     from orchestrator.beat_lock import hold_schedule_lock
+    from orchestrator.monitoring.heartbeat import beat_started
     from orchestrator.store.db import migrate
 
     migrate()
     hold_schedule_lock(get_settings())
+    beat_started()  # `pipeline health` gives a new beat until its first tick

@@ -3,7 +3,8 @@
 broker (connect), result backend (a round trip), database (SELECT 1), share (writable, free
 space >= PIPELINE_HEALTH_MIN_FREE_MB), workers (at least PIPELINE_HEALTH_MIN_WORKERS answer a
 ping), beat (its last tick, recorded in the database by the beat process each time it sends
-a scheduled task, is younger than twice the stuck-job recovery interval plus 30 s).
+a scheduled task, is younger than twice the stuck-job recovery interval plus 30 s; a beat that
+started within that time and has not ticked yet is ok: its first send is one interval away).
 Each check has its own short time limit, so a dead server makes the check fail, not hang.
 """
 
@@ -97,18 +98,27 @@ def check_workers(app: Celery, settings: Settings) -> str:
 
 
 def check_beat(_app: Celery, settings: Settings) -> str:
-    from orchestrator.monitoring.heartbeat import BEAT, last
+    """Beat's last tick, or its start while its first tick is not due yet (a grace period:
+    the first scheduled send comes one recovery interval after start)."""
+    from orchestrator.monitoring.heartbeat import BEAT, BEAT_START, last
     from orchestrator.store.jobs import now
 
     limit = 2 * settings.recovery_interval + 30
-    seen = last(BEAT)
-    if seen is None:
+    tick, start = last(BEAT), last(BEAT_START)
+    if start is not None and (tick is None or tick[0] < start[0]):
+        age = (now() - start[0]).total_seconds()
+        if age <= limit:
+            return (f"started {age:.0f} s ago ({start[1]}), first tick due within "
+                    f"{settings.recovery_interval} s of its start")
+        raise Unhealthy(f"started {age:.0f} s ago and no tick since (limit {limit} s): beat "
+                        "is down or stands by without the schedule lock")
+    if tick is None:
         raise Unhealthy("beat has never ticked (is `celery -A orchestrator beat` running?)")
-    age = (now() - seen[0]).total_seconds()
+    age = (now() - tick[0]).total_seconds()
     if age > limit:
         raise Unhealthy(f"last tick {age:.0f} s ago (limit {limit} s): beat is down or "
                         "stands by without the schedule lock")
-    return f"last tick {age:.0f} s ago ({seen[1]})"
+    return f"last tick {age:.0f} s ago ({tick[1]})"
 
 
 CHECKS: dict[str, Callable[[Celery, Settings], str]] = {

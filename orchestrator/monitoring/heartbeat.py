@@ -22,6 +22,9 @@ from orchestrator.store.tables import heartbeats
 
 log = logging.getLogger(__name__)
 BEAT = "beat"
+#: When a beat started running the schedule (recorded once it holds the schedule lock): its
+#: first tick comes one recovery interval later, and `pipeline health` waits that long.
+BEAT_START = "beat-start"
 #: At most one write per this many seconds per process (beat may send bursts of tasks).
 MIN_INTERVAL = 10.0
 _state = {"in_beat": False, "last": 0.0}
@@ -45,6 +48,17 @@ def last(name: str, url: str | None = None) -> tuple[datetime, str | None] | Non
         row = conn.execute(select(heartbeats.c.at, heartbeats.c.detail)
                            .where(heartbeats.c.name == name)).first()
     return (_utc(row.at), row.detail) if row else None  # type: ignore[return-value]
+
+
+def beat_started() -> None:
+    """Called by beat once it holds the schedule lock."""
+    import os
+    import socket
+
+    try:
+        record(BEAT_START, f"pid {os.getpid()} on {socket.gethostname()}")
+    except Exception as error:  # like a tick: never stop beat for its heartbeat
+        log.warning("beat start not recorded: %s", error)
 
 
 @signals.beat_init.connect
