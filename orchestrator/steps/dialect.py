@@ -75,7 +75,7 @@ class NotText(ValueError):
     """The file is not UTF-8 text; the message says where and never shows its bytes."""
 
 
-def check_text(path: Path, limit: int | None = None) -> None:
+def check_text(path: Path) -> None:
     """Scan the whole file: raise NotText at the first control byte or invalid UTF-8 byte.
 
     The content itself is never put in the message: a binary file (a key, an image) must not
@@ -84,7 +84,7 @@ def check_text(path: Path, limit: int | None = None) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     with open(path, "rb") as raw:
-        while chunk := raw.read(_CHUNK if limit is None else min(_CHUNK, limit - offset)):
+        while chunk := raw.read(_CHUNK):
             controls = chunk.translate(None, _TEXT)
             if controls:
                 at = min(chunk.find(bytes([b])) for b in set(controls))
@@ -95,8 +95,6 @@ def check_text(path: Path, limit: int | None = None) -> None:
                 raise NotText("not a text CSV file (not UTF-8 text: invalid byte at offset "
                               f"{offset + exc.start})") from None
             offset += len(chunk)
-            if limit is not None and offset >= limit:
-                return
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:

@@ -338,3 +338,13 @@ def _with_cell(tmp_path: Path, value: str) -> Path:
     path = tmp_path / "prices.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_a_ticker_with_no_price_is_dropped_even_when_any_sparsity_is_allowed(
+        tmp_path: Path) -> None:
+    path = _late(tmp_path)
+    frame = pd.read_csv(path, dtype=str)
+    frame["T11"] = ""
+    frame.to_csv(path, index=False)
+    _, report = validate_prices(path, ValidationRules(max_missing_fraction=1.0))
+    assert report.tickers_dropped == {"T11": "no prices at all"} and report.rows_kept == 37
