@@ -194,7 +194,7 @@ def validate_prices(path: Path, rules: ValidationRules,
     with _decompressed(path, rules.max_input_bytes) as readable:
         read, form = read_prices(readable, rules)
     _report(progress, 0.5)
-    prices = pd.DataFrame(read.values, columns=pd.Index(read.tickers),
+    prices = pd.DataFrame(read.values, columns=pd.Index(read.tickers), copy=False,
                           index=pd.DatetimeIndex(read.dates, name="date").as_unit("us"))
     prices, duplicates = _dedupe_and_sort(prices)
     _check_row_count(len(prices), file, after_cleaning=False)
