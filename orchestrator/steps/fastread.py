@@ -46,6 +46,8 @@ def read_wide(path: Path, dialect: Dialect, raw_names: list[str], date_raw: str,
     if table is None:
         return None
     values = _matrix(table, tickers_raw)
+    if values is None:
+        return None
     dates = table.column(date_raw)
     blank = _null(dates) & np.isnan(values).all(axis=1)
     if blank.any():  # a line of separators only (",,,,"): skipped, as a blank line is
@@ -66,7 +68,10 @@ def read_long(path: Path, dialect: Dialect, raw_names: list[str], columns: tuple
     if table is None:
         return None
     dates, tickers = table.column(date_raw), table.column(ticker_raw)
-    prices = _matrix(table, [price_raw])[:, 0]
+    matrix = _matrix(table, [price_raw])
+    if matrix is None:
+        return None
+    prices = matrix[:, 0]
     blank = _null(dates) & _null(tickers) & np.isnan(prices)
     if blank.any():
         keep = pa.array(~blank)
@@ -123,12 +128,17 @@ def _read(path: Path, dialect: Dialect, raw_names: list[str], types: dict[str, p
         return None
 
 
-def _matrix(table: pa.Table, names: list[str]) -> np.ndarray:
-    """The float64 columns as one C-ordered dates × columns matrix, NaN for null."""
+def _matrix(table: pa.Table, names: list[str]) -> np.ndarray | None:
+    """The float64 columns as one C-ordered dates × columns matrix, NaN for null; None when
+    a cell held a NaN that is not a missing marker ("NAN", "nan(1)": pyarrow reads them as
+    numbers, the careful path refuses them by name)."""
     out = np.empty((table.num_rows, len(names)))
+    nulls = 0
     for j, name in enumerate(names):  # a copy per column: conversion, not a check
-        out[:, j] = table.column(name).to_numpy()
-    return out
+        column = table.column(name)
+        out[:, j] = column.to_numpy()
+        nulls += column.null_count
+    return out if int(np.isnan(out).sum()) == nulls else None
 
 
 def _null(column: pa.ChunkedArray) -> np.ndarray:

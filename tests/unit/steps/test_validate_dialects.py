@@ -360,3 +360,11 @@ def test_a_very_wide_semicolon_file_is_detected_from_its_first_lines(tmp_path: P
     prices, report = validate_prices(path, RULES)
     assert (report.separator, report.decimal) == (";", ",")
     assert prices.shape == (40, 12_000) and prices.iloc[0, 0] == 12.5
+
+
+@pytest.mark.parametrize("spelling", ["NAN", "Nan", "+nan", "nan(1)"])
+def test_a_nan_spelling_outside_the_markers_is_refused_by_name(tmp_path: Path,
+                                                               spelling: str) -> None:
+    # pyarrow reads these as the number NaN; they are not missing markers, so they are errors
+    error = _refused(_with_cell(tmp_path, spelling))
+    assert (error.row, error.column, error.reason) == (20, "AIZ", f"not a number: '{spelling}'")
