@@ -3,6 +3,7 @@
     python -m bench.validate                 # 500 × 1,585 and 5,000 × 756, 7 runs each
     python -m bench.validate --smoke         # 60 × 300, 1 run (CI: the code paths still work)
     python -m bench.validate --sizes 500x1585,2000x756 --repeat 5 --json out.json
+    python -m bench.validate --skip job,"clean csv"
 
 Files are generated, not downloaded: geometric random walks whose daily log-return mean and
 volatility, and whose starting prices, are drawn from the bundled S&P 500 sample's own
@@ -15,7 +16,9 @@ count) and the peak RSS of the process after the size's runs.
 Stages: ``validate`` (validate_prices: read, check, clean), ``write hand-off`` (what validate
 leaves for optimize), ``read hand-off`` (what optimize loads), ``clean csv`` (the human-facing
 prices.clean.csv) and ``job`` (the three steps as a worker runs them: run_validate,
-run_optimize and run_archive on a job folder, optimizer included).
+run_optimize and run_archive on a job folder, optimizer included). The job runs only on files
+of at most ``--job-tickers`` (1,000) tickers: on larger universes the optimizer's own work
+dominates, and bench/real_jobs.py measures whole jobs there.
 """
 
 from __future__ import annotations
@@ -75,34 +78,35 @@ def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def job_folder(root: Path, source: Path) -> Path:
+def job_context(root: Path, source: Path) -> run.StepContext:
+    """A job folder holding ``source`` as its input, and the context the steps run in."""
+    from orchestrator.jobspec import JobParams
+    from orchestrator.settings import Settings
+
     folder = root / "job"
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "input").mkdir(parents=True)
     shutil.copyfile(source, folder / "input" / source.name)
-    return folder
+    return run.StepContext(job_id="bench", folder=folder, params=JobParams(),
+                           settings=Settings(share_dir=root / "share", var_dir=root / "var"),
+                           progress=lambda _fraction: None)
 
 
-def whole_job(root: Path, source: Path) -> None:
-    """run_validate, run_optimize, run_archive on a fresh job folder, as a worker runs them."""
-    from orchestrator.jobspec import JobParams
-    from orchestrator.settings import Settings
-
-    folder = job_folder(root, source)
-    ctx = run.StepContext(job_id="bench", folder=folder, params=JobParams(),
-                          settings=Settings(share_dir=root / "share", var_dir=root / "var"),
-                          progress=lambda _fraction: None)
+def whole_job(ctx: run.StepContext) -> None:
+    """run_validate, run_optimize, run_archive, as a worker runs them (a step run again on
+    the same folder rewrites the same files, as a redelivered one does)."""
     run.run_validate(ctx)
     run.run_optimize(ctx)
     run.run_archive(ctx, {})
 
 
 def measure(tickers: int, days: int, repeat: int, root: Path, skip: set[str],
-            ) -> dict[str, Any]:
+            job_tickers: int) -> dict[str, Any]:
     source = generate(root / f"prices_{tickers}x{days}.csv", tickers, days)
     rules = validate.ValidationRules(min_tickers=20)
     prices, report = validate.validate_prices(source, rules)
     handoff = root / "handoff"
+    ctx = job_context(root, source)
     row: dict[str, Any] = {"size": f"{tickers}×{days}", "mb": source.stat().st_size / 1e6,
                            "kept": f"{prices.shape[1]}×{prices.shape[0]}",
                            "edge_rows_dropped": report.edge_rows_dropped}
@@ -111,9 +115,11 @@ def measure(tickers: int, days: int, repeat: int, root: Path, skip: set[str],
         "write hand-off": lambda: validate.write_handoff(prices, handoff),
         "read hand-off": lambda: validate.read_handoff(handoff),
         "clean csv": lambda: validate.write_clean(prices, root / "clean.csv"),
-        "job": lambda: whole_job(root, source),
+        "job": lambda: whole_job(ctx),
     }
     validate.write_handoff(prices, handoff)
+    if tickers > job_tickers:
+        skip = skip | {"job"}
     for name, call in stages.items():
         row[name] = (math.nan, math.nan) if name in skip else timed(call, repeat)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -126,7 +132,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["size"], f"{row['mb']:.1f}", row["kept"],
-                 *[f"{row[s][0]:.3f} / {row[s][1]:.3f}" for s in stages],
+                 *["–" if math.isnan(row[s][0]) else f"{row[s][0]:.3f} / {row[s][1]:.3f}"
+                   for s in stages],
                  f"{row['peak_rss_mb']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -138,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--smoke", action="store_true", help="60 × 300, one run")
     parser.add_argument("--skip", default="", help="stages not to run, e.g. job")
+    parser.add_argument("--job-tickers", type=int, default=1000,
+                        help="run the whole-job stage only on files this wide or narrower")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args(argv)
     sizes = "60x300" if args.smoke else args.sizes
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         for size in sizes.split(","):
             tickers, days = (int(part) for part in size.split("x"))
             rows.append(measure(tickers, days, repeat, Path(folder),
-                                set(filter(None, args.skip.split(",")))))
+                                set(filter(None, args.skip.split(","))), args.job_tickers))
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

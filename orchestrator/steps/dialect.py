@@ -28,10 +28,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-HEAD_BYTES = 1 << 16
+HEAD_BYTES = 1 << 20  # a few whole lines even of a 10,000-ticker file
 _CHUNK = 1 << 20
 _SEPARATORS = (",", ";", "\t", "|")
-_HEAD_LINES = 50
+_HEAD_LINES = 20
 _SHOWN_CHARS = 40
 
 MISSING: tuple[str, ...] = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "-nan", "NULL",
@@ -75,7 +75,7 @@ class NotText(ValueError):
     """The file is not UTF-8 text; the message says where and never shows its bytes."""
 
 
-def check_text(path: Path, limit: int | None = None) -> None:
+def check_text(path: Path) -> None:
     """Scan the whole file: raise NotText at the first control byte or invalid UTF-8 byte.
 
     The content itself is never put in the message: a binary file (a key, an image) must not
@@ -84,7 +84,7 @@ def check_text(path: Path, limit: int | None = None) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     with open(path, "rb") as raw:
-        while chunk := raw.read(_CHUNK if limit is None else min(_CHUNK, limit - offset)):
+        while chunk := raw.read(_CHUNK):
             controls = chunk.translate(None, _TEXT)
             if controls:
                 at = min(chunk.find(bytes([b])) for b in set(controls))
@@ -95,8 +95,6 @@ def check_text(path: Path, limit: int | None = None) -> None:
                 raise NotText("not a text CSV file (not UTF-8 text: invalid byte at offset "
                               f"{offset + exc.start})") from None
             offset += len(chunk)
-            if limit is not None and offset >= limit:
-                return
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
@@ -134,11 +132,14 @@ def _fields(lines: Iterable[str], separator: str) -> list[list[str]]:
 def _detect_separator(lines: list[str]) -> str:
     best, best_score = ",", (0, 0.0)
     for candidate in _SEPARATORS:
+        if not lines or candidate not in lines[0]:
+            continue
         rows = _fields(lines, candidate)
         if not rows or len(rows[0]) < 2:
             continue
         width = len(rows[0])
-        agree = sum(len(row) == width for row in rows[1:]) / max(len(rows) - 1, 1)
+        agree = (sum(len(row) == width for row in rows[1:]) / (len(rows) - 1)
+                 if len(rows) > 1 else 1.0)  # a header alone agrees with itself
         score = (round(agree, 1) >= 0.8, width if agree >= 0.8 else agree)
         if score > best_score:
             best, best_score = candidate, score

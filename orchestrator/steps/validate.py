@@ -194,7 +194,7 @@ def validate_prices(path: Path, rules: ValidationRules,
     with _decompressed(path, rules.max_input_bytes) as readable:
         read, form = read_prices(readable, rules)
     _report(progress, 0.5)
-    prices = pd.DataFrame(read.values, columns=pd.Index(read.tickers),
+    prices = pd.DataFrame(read.values, columns=pd.Index(read.tickers), copy=False,
                           index=pd.DatetimeIndex(read.dates, name="date").as_unit("us"))
     prices, duplicates = _dedupe_and_sort(prices)
     _check_row_count(len(prices), file, after_cleaning=False)
@@ -720,7 +720,7 @@ def _gaps(values: np.ndarray) -> _Gaps:
 
 
 def _drop_reason(j: int, gaps: _Gaps, dates: pd.DatetimeIndex, rules: ValidationRules) -> str:
-    """Why ticker ``j`` must go, or '' when it is usable."""
+    """Why ticker ``j`` must go (too sparse, or a gap too long to fill)."""
     rows = len(dates)
     if gaps.leading[j] == rows:
         return "no prices at all"
@@ -728,28 +728,30 @@ def _drop_reason(j: int, gaps: _Gaps, dates: pd.DatetimeIndex, rules: Validation
     if fraction > rules.max_missing_fraction:
         first = f"; first price on {_day(dates[gaps.leading[j]])}" if gaps.leading[j] else ""
         return f"{fraction:.1%} missing (max {rules.max_missing_fraction:.1%}){first}"
-    if gaps.longest[j] > rules.max_gap_days:
-        end = int(gaps.run_end[j])
-        start = end - int(gaps.longest[j]) + 1
-        return (f"{gaps.longest[j]} consecutive missing prices from {_day(dates[start])} "
-                f"to {_day(dates[end])} (at most {rules.max_gap_days} are filled)")
-    return ""
+    end = int(gaps.run_end[j])
+    start = end - int(gaps.longest[j]) + 1
+    return (f"{gaps.longest[j]} consecutive missing prices from {_day(dates[start])} "
+            f"to {_day(dates[end])} (at most {rules.max_gap_days} are filled)")
 
 
 def _clean(prices: pd.DataFrame, rules: ValidationRules, file: str, *, rows_read: int,
            duplicates: int) -> tuple[pd.DataFrame, QualityReport]:
     tickers = [str(name) for name in prices.columns]
     gaps = _gaps(prices.to_numpy())
-    reasons = {name: _drop_reason(j, gaps, prices.index, rules) for j, name in enumerate(tickers)}
-    late = {name: _day(prices.index[gaps.leading[j]]) for j, name in enumerate(tickers)
-            if not reasons[name] and gaps.leading[j]}
+    rows = len(prices)
+    # Whole-array decisions; Python only words the reasons of the (few) tickers concerned.
+    keep = ~((gaps.leading == rows) | (gaps.missing / rows > rules.max_missing_fraction)
+             | (gaps.longest > rules.max_gap_days))
+    dropped = {tickers[j]: _drop_reason(int(j), gaps, prices.index, rules)
+               for j in np.flatnonzero(~keep)}
+    late_at = np.flatnonzero(keep & (gaps.leading > 0))
+    late = {tickers[j]: _day(prices.index[gaps.leading[j]]) for j in late_at}
     if rules.late_listing == "drop_ticker":
-        reasons.update({name: f"first price on {first}, after the file's first date "
+        dropped.update({name: f"first price on {first}, after the file's first date "
                               f"{_day(prices.index[0])} (late_listing: drop_ticker)"
                         for name, first in late.items()})
+        keep[late_at] = False
         late = {}
-    dropped = {name: reason for name, reason in reasons.items() if reason}
-    keep = np.array([not reasons[name] for name in tickers], dtype=bool)
     _check_ticker_count(int(keep.sum()), dropped, rules.min_tickers, file)
     filled = prices.loc[:, keep].ffill()
     complete = filled.notna().all(axis=1).to_numpy()

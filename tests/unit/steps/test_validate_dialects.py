@@ -338,3 +338,33 @@ def _with_cell(tmp_path: Path, value: str) -> Path:
     path = tmp_path / "prices.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_a_ticker_with_no_price_is_dropped_even_when_any_sparsity_is_allowed(
+        tmp_path: Path) -> None:
+    path = _late(tmp_path)
+    frame = pd.read_csv(path, dtype=str)
+    frame["T11"] = ""
+    frame.to_csv(path, index=False)
+    _, report = validate_prices(path, ValidationRules(max_missing_fraction=1.0))
+    assert report.tickers_dropped == {"T11": "no prices at all"} and report.rows_kept == 37
+
+
+def test_a_very_wide_semicolon_file_is_detected_from_its_first_lines(tmp_path: Path) -> None:
+    # given 12,000 tickers: one data line is longer than 100 KB
+    names = [f"T{i:05d}" for i in range(12_000)]
+    dates = pd.bdate_range("2020-01-01", periods=40).strftime("%Y-%m-%d")
+    row = ";".join(["12,5"] * len(names))
+    path = tmp_path / "wide.csv"
+    path.write_text("date;" + ";".join(names) + "\n" + "".join(f"{d};{row}\n" for d in dates))
+    prices, report = validate_prices(path, RULES)
+    assert (report.separator, report.decimal) == (";", ",")
+    assert prices.shape == (40, 12_000) and prices.iloc[0, 0] == 12.5
+
+
+@pytest.mark.parametrize("spelling", ["NAN", "Nan", "+nan", "nan(1)"])
+def test_a_nan_spelling_outside_the_markers_is_refused_by_name(tmp_path: Path,
+                                                               spelling: str) -> None:
+    # pyarrow reads these as the number NaN; they are not missing markers, so they are errors
+    error = _refused(_with_cell(tmp_path, spelling))
+    assert (error.row, error.column, error.reason) == (20, "AIZ", f"not a number: '{spelling}'")
