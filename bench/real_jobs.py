@@ -362,9 +362,13 @@ def measure_setup(setup: str, files: list[Path], processes: int) -> dict[str, An
                      env, timeout=3600)
     finally:
         if database:
+            import redis
+
+            from bench.sample_jobs import REDIS
             from bench.servers import drop_database
 
             drop_database(database)
+            redis.Redis.from_url(REDIS).flushdb()  # the bench's own database: leave it empty
         shutil.rmtree(root, ignore_errors=True)
 
 

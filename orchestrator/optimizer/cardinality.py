@@ -29,7 +29,7 @@ import daqp
 import numpy as np
 
 from orchestrator.errors import ParameterError, SolverError
-from orchestrator.optimizer import qp, riskparity
+from orchestrator.optimizer import covariance, qp, riskparity
 
 EXACT_MAX_ASSETS = 60
 EXACT_ITERATIONS = 100_000  # active-set iterations in all nodes: ~1 s for 60 assets here
@@ -61,7 +61,7 @@ def _try(problem: qp.Problem, index: np.ndarray, low: float, high: float,
 
 def asset_score(problem: qp.Problem) -> np.ndarray:
     """Per-asset ranking for the objective, higher is better (breaks ties among zeros)."""
-    vol = np.sqrt(np.diag(problem.cov))
+    vol = np.sqrt(covariance.diagonal(problem.cov))
     if problem.objective in ("max_sharpe", "efficient_risk"):
         return (problem.mu - problem.risk_free_rate) / vol
     return -vol
@@ -111,7 +111,7 @@ def relax(problem: qp.Problem, high: float, size: int = 0) -> tuple[np.ndarray, 
     """
     n = problem.mu.size
     if problem.objective == "risk_parity":
-        return riskparity.unbounded(problem.cov), n
+        return riskparity.unbounded(covariance.dense(problem.cov)), n
     first = max(WORKING_SET, int(np.ceil(2 / high)))
     cap = screen_size(size, high)
     if n <= first or (n <= cap and problem.objective not in qp.QUADRATIC):
@@ -225,9 +225,10 @@ def exact(problem: qp.Problem, size: int, low: float, high: float,
     """The optimal K-subset by branch and bound, or None with the reason it is not proven."""
     n = problem.mu.size
     rows, upper, lower, sense = _miqp_rows(problem, n, size, low, high)
-    scale = float(np.mean(np.diag(problem.cov)))
+    cov = covariance.dense(problem.cov)  # n ≤ EXACT_MAX_ASSETS
+    scale = float(np.mean(np.diag(cov)))
     # z's own curvature: Σz_i² = K on every binary point, so this changes no ranking
-    h = np.block([[2.0 * problem.cov, np.zeros((n, n))], [np.zeros((n, n)),
+    h = np.block([[2.0 * cov, np.zeros((n, n))], [np.zeros((n, n)),
                                                           1e-6 * scale * np.eye(n)]])
     bounds_sense = [0] * n + [16] * n  # 16: binary
     x, _f, flag, _info = daqp.solve(

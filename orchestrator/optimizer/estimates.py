@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.errors import ParameterError, SolverError
+from orchestrator.optimizer.covariance import Covariance, LowRank
 from orchestrator.optimizer.request import TRADING_DAYS, PortfolioRequest
 
 
@@ -26,7 +27,7 @@ class Estimates:
     dates: list[str]  # one per return row (the later of the two prices)
     simple: np.ndarray  # T × N simple daily returns, for the in-sample record
     mu: np.ndarray  # N, annual
-    cov: np.ndarray  # N × N, annual
+    cov: Covariance  # N × N, annual; low rank + diagonal when tickers outnumber days
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +57,14 @@ def price_values(prices: pd.DataFrame) -> np.ndarray:
     return values
 
 
+def _shrinkage(frob: float, scale: float, row_sq: np.ndarray, t: int, n: int) -> float:
+    """Ledoit–Wolf's intensity from ‖S‖²_F, tr(S)/N and each day's Σ_i x_ti²."""
+    beta = (float(row_sq @ row_sq) / t - frob) / (n * t)
+    delta = (frob - n * scale**2) / n
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else beta / delta
+
+
 def ledoit_wolf(returns: np.ndarray) -> tuple[np.ndarray, float]:
     """Ledoit–Wolf shrunk covariance (daily) of centred returns, and the shrinkage."""
     t, n = returns.shape
@@ -64,14 +73,26 @@ def ledoit_wolf(returns: np.ndarray) -> tuple[np.ndarray, float]:
     sample /= t
     scale = float(np.trace(sample)) / n
     row_sq = np.einsum("ij,ij->i", x, x)
-    frob = float(np.einsum("ij,ij->", sample, sample))
-    beta = (float(row_sq @ row_sq) / t - frob) / (n * t)
-    delta = (frob - n * scale**2) / n
-    beta = min(beta, delta)
-    shrinkage = 0.0 if beta == 0 else beta / delta
+    shrinkage = _shrinkage(float(np.einsum("ij,ij->", sample, sample)), scale, row_sq, t, n)
     sample *= 1.0 - shrinkage  # in place: at 5,000 tickers each N × N copy is 200 MB
     sample.flat[:: n + 1] += shrinkage * scale
     return sample, shrinkage
+
+
+def ledoit_wolf_low_rank(returns: np.ndarray, periods: int = 1) -> tuple[LowRank, float]:
+    """The same Σ, ×periods, as low rank plus diagonal, from the T × T Gram matrix.
+
+    ‖XᵀX‖_F = ‖XXᵀ‖_F and tr(XᵀX) = tr(XXᵀ): when N > T the shrinkage costs T²N, not N²T,
+    and Σ is never formed (see orchestrator/optimizer/covariance.py).
+    """
+    t, n = returns.shape
+    x = returns - returns.mean(axis=0)
+    gram = x @ x.T
+    row_sq = np.diag(gram).copy()
+    scale = float(row_sq.sum()) / (t * n)
+    shrinkage = _shrinkage(float(np.einsum("ij,ij->", gram, gram)) / t**2, scale, row_sq, t, n)
+    x *= np.sqrt((1.0 - shrinkage) * periods / t)
+    return LowRank(x, np.full(n, shrinkage * scale * periods)), shrinkage
 
 
 def sample_covariance(returns: np.ndarray) -> np.ndarray:
@@ -104,20 +125,26 @@ def estimate(prices: pd.DataFrame, request: PortfolioRequest) -> Estimates:
         "first_date": str(prices.index[0])[:10], "last_date": str(prices.index[-1])[:10],
         "covariance": request.covariance, "expected_returns": request.expected_returns,
     }
-    if request.covariance == "ledoit_wolf":
+    cov: Covariance
+    if request.covariance == "ledoit_wolf" and returns.shape[1] > returns.shape[0]:
+        cov, shrinkage = ledoit_wolf_low_rank(returns, TRADING_DAYS)  # already annual
+        info["shrinkage"] = round(shrinkage, 6)
+    elif request.covariance == "ledoit_wolf":
         cov, shrinkage = ledoit_wolf(returns)
+        cov *= TRADING_DAYS  # in place, as above
         info["shrinkage"] = round(shrinkage, 6)
     else:
         cov = sample_covariance(returns)
+        cov *= TRADING_DAYS
     if request.expected_returns == "ewma":
         mu = ewma_mean(returns, request.ewma_span)
         info["ewma_span"] = request.ewma_span
     else:
         mu = returns.mean(axis=0)
     mu = mu * TRADING_DAYS
-    cov *= TRADING_DAYS  # in place, as above
     # the sum, not an N × N mask (100 MB at 10,000 tickers): a NaN or ±inf makes it non-finite
-    if not (np.isfinite(mu).all() and np.isfinite(cov.sum())):
+    finite = cov.is_finite() if isinstance(cov, LowRank) else np.isfinite(cov.sum())
+    if not (np.isfinite(mu).all() and finite):
         raise SolverError("status estimation_failed: non-finite expected returns or covariance")
     dates = _dates(prices.index[1:])
     return Estimates([str(c) for c in prices.columns], dates, simple, mu, cov, info)

@@ -18,6 +18,8 @@ import numpy as np
 from scipy import sparse
 
 from orchestrator.errors import SolverError
+from orchestrator.optimizer import covariance
+from orchestrator.optimizer.covariance import Covariance
 
 INF = 1e30  # DAQP's "no bound"
 EQUALITY = 5  # DAQP sense flag
@@ -37,7 +39,7 @@ class Problem:
 
     objective: str
     mu: np.ndarray
-    cov: np.ndarray
+    cov: Covariance  # dense, or low rank + diagonal (optimizer/covariance.py)
     risk_free_rate: float = 0.0
     target_volatility: float | None = None
     target_return: float | None = None
@@ -152,7 +154,7 @@ def solve(problem: Problem, index: np.ndarray, low: float, high: float,
     """
     index = np.sort(np.asarray(index))
     guess = None if start is None else start[index]
-    cov = problem.cov[np.ix_(index, index)]
+    cov = covariance.block(problem.cov, index)
     mu = problem.mu[index]
     objective = problem.objective
     if objective == "max_sharpe":
@@ -170,7 +172,7 @@ def solve(problem: Problem, index: np.ndarray, low: float, high: float,
 def value(problem: Problem, index: np.ndarray, weights: np.ndarray) -> float:
     """The objective as a number to minimize (variance, −Sharpe, −return)."""
     mu = problem.mu[index]
-    variance = float(weights @ problem.cov[np.ix_(index, index)] @ weights)
+    variance = float(weights @ covariance.block(problem.cov, index) @ weights)
     if problem.objective == "max_sharpe":
         return -(float(weights @ mu) - problem.risk_free_rate) / np.sqrt(max(variance, 1e-300))
     if problem.objective == "efficient_risk":
@@ -186,7 +188,7 @@ def reduced_costs(problem: Problem, solution: Solution, low: float, high: float)
     Negative: the asset would improve the objective. Used to rank swap candidates.
     """
     index, w = solution.index, solution.weights
-    sigma_w = problem.cov[:, index] @ w
+    sigma_w = covariance.times(problem.cov, index, w)
     variance = float(w @ sigma_w[index])
     ones = np.ones(problem.mu.size)
     constraints = [ones]

@@ -18,7 +18,7 @@ import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from orchestrator.errors import ParameterError, SolverError
-from orchestrator.optimizer import cardinality, figures, qp, riskparity
+from orchestrator.optimizer import cardinality, covariance, figures, qp, riskparity
 from orchestrator.optimizer.estimates import Estimates, estimate
 from orchestrator.optimizer.request import (
     MAX_SIZE,
@@ -142,9 +142,9 @@ def _select_risk_parity(est: Estimates, request: PortfolioRequest) -> cardinalit
     problem = _problem(est, request)
     score = cardinality.asset_score(problem)
     pool = _screen_risk_parity(score, request)
-    universe = riskparity.unbounded(est.cov[np.ix_(pool, pool)])
+    universe = riskparity.unbounded(covariance.block(est.cov, pool))
     index = pool[cardinality.top_k(universe, score[pool], request.portfolio_size)]
-    weights = riskparity.risk_parity(est.cov[np.ix_(index, index)], request.min_weight,
+    weights = riskparity.risk_parity(covariance.block(est.cov, index), request.min_weight,
                                      request.max_weight)
     details = {"method": "top-K by universe risk-parity weight, then bounded equal risk "
                          "contribution on them", "relaxation_candidates": int(pool.size),
@@ -194,7 +194,7 @@ def _finish(est: Estimates, request: PortfolioRequest, selection: cardinality.Se
     if drift > OFF_BOUNDS_TOL:
         raise SolverError(f"status {selection.solution.status} but weights off the "
                           f"constraints by {drift:.2g}")
-    cov = est.cov[np.ix_(index, index)]
+    cov = covariance.block(est.cov, index)
     ret = float(weights @ est.mu[index])
     vol = math.sqrt(max(float(weights @ cov @ weights), 0.0))
     if not (math.isfinite(ret) and math.isfinite(vol) and vol > 0):
