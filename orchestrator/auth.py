@@ -162,8 +162,13 @@ def caller(token: str | None, action: str, settings: Settings, *, checked: bool 
     return Principal(found.name, Role.parse(found.role), True, bootstrap, open_reads)
 
 
+#: How a caller without a token is told to present one: the CLI's way, or the API's.
+CLI_HOW = "set PIPELINE_TOKEN or pass --token-file"
+HTTP_HOW = "send the header `Authorization: Bearer <token>`"
+
+
 def authorize(required: Role, token: str | None, action: str, settings: Settings, *,
-              bootstrap: bool = False, strict: bool = False) -> Principal:
+              bootstrap: bool = False, strict: bool = False, how: str = CLI_HOW) -> Principal:
     """The one check every guarded command makes. Raises Unauthorized or Forbidden, after
     recording the refusal in the audit log. ``bootstrap``: allowed while no token exists.
     ``strict``: checked even while an admin has turned enforcement off (changing the policy
@@ -176,7 +181,7 @@ def authorize(required: Role, token: str | None, action: str, settings: Settings
         hint = (" (PIPELINE_AUTH=off is ignored once tokens exist: an admin decides, with "
                 "`pipeline auth set`)" if settings.auth == "off" and not who.bootstrap else "")
         refuse(Unauthorized, action, None, f"`{action}` needs a token with role "
-               f"{required.label} or higher: set PIPELINE_TOKEN or pass --token-file{hint}")
+               f"{required.label} or higher: {how}{hint}")
     if who.role < required:
         refuse(Forbidden, action, who.name, f"`{action}` needs role {required.label} or "
                f"higher; token {who.name!r} has role {who.role.label}", who.role.label)

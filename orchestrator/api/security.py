@@ -22,7 +22,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.auth import TOKEN_SHAPE, Principal, Role, authorize, digest
+from orchestrator.auth import HTTP_HOW, TOKEN_SHAPE, Principal, Role, authorize, digest
 from orchestrator.settings import Settings
 
 COOKIE = "pipeline_token"
@@ -94,7 +94,7 @@ def requires(role: Role) -> Callable[[Request], Awaitable[Principal]]:
         principal = cache.get(token, role)
         if principal is None:
             principal = await run_in_threadpool(authorize, role, token, action_of(request),
-                                                settings)
+                                                settings, how=HTTP_HOW)
             cache.put(token, role, principal)
         request.state.principal = principal
         return principal

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.auth import Role, create_token
+from orchestrator.auth import Role, create_token, set_policy
+from orchestrator.settings import get_settings
 from tests.conftest import Env, Process
 from tests.own_servers import free_port
 
@@ -39,8 +40,12 @@ class Api:
             else []
 
 
-def make_tokens() -> dict[str, str]:
-    return {role.label: create_token(role, f"test-{role.label}", "tests")[0] for role in Role}
+def make_tokens(viewers: str = "open") -> dict[str, str]:
+    """A token of each role. Once tokens exist the stored policy decides, not the environment
+    (issue 13, item 6): ``viewers="token"`` sets it as an admin would (`pipeline auth set`)."""
+    tokens = {role.label: create_token(role, f"test-{role.label}", "tests")[0] for role in Role}
+    set_policy(get_settings(), "tests", viewers=viewers)
+    return tokens
 
 
 def start_api(spawn: Callable[..., Process], env: Env, tokens: dict[str, str],

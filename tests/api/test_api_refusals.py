@@ -51,9 +51,8 @@ def nothing_left(api: Api) -> None:
 
 def test_tokens_and_roles_as_http_means_them(env: Env, spawn: Callable[..., Process],
                                              sample_csv: Path) -> None:
-    # given auth in force (tokens exist), reads too (PIPELINE_AUTH_VIEWERS=token)
-    env.variables["PIPELINE_AUTH_VIEWERS"] = "token"
-    api = start_api(spawn, env, make_tokens())
+    # given auth in force (tokens exist), reads too (an admin set viewers to token)
+    api = start_api(spawn, env, make_tokens(viewers="token"))
     with api.client(None) as anonymous:
         # when no token is sent: 401, with the scheme to use
         refused = anonymous.get("/v1/jobs")
@@ -203,9 +202,8 @@ def test_a_revoked_token_is_refused(env: Env, spawn: Callable[..., Process]) -> 
     # given verified tokens not remembered (PIPELINE_API_AUTH_CACHE_SECONDS=0), reads guarded
     from orchestrator.auth import revoke
 
-    env.variables.update({"PIPELINE_API_AUTH_CACHE_SECONDS": "0",
-                          "PIPELINE_AUTH_VIEWERS": "token"})
-    api = start_api(spawn, env, make_tokens())
+    env.variables["PIPELINE_API_AUTH_CACHE_SECONDS"] = "0"
+    api = start_api(spawn, env, make_tokens(viewers="token"))
     with api.client("viewer") as http:
         assert http.get("/v1/jobs").status_code == 200
         # when the token is revoked, then the next request is refused

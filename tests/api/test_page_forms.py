@@ -44,8 +44,7 @@ def test_forms_need_their_csrf_value(api: Api, sample_csv: Path) -> None:
 
 def test_reads_that_need_a_token_show_the_login_form(env: Env,
                                                      spawn: Callable[..., Process]) -> None:
-    env.variables["PIPELINE_AUTH_VIEWERS"] = "token"
-    api = start_api(spawn, env, make_tokens())
+    api = start_api(spawn, env, make_tokens(viewers="token"))
     page = httpx.get(api.url + "/")
     assert page.status_code == 401 and 'id="token"' in page.text
     cookie = page.headers["set-cookie"].lower()
