@@ -9,11 +9,7 @@ that hangs instead is a failure.
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,7 @@ from orchestrator.pipeline import Orchestrator
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
-from tests.conftest import Env, Process
+from tests.conftest import Env
 from tests.fault.conftest import (
     check_outcome,
     free_port,
@@ -36,51 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.fault, pytest.mark.redis, pytest.mar
 PARAMS = {"portfolio_size": 12}
 SOFT, HARD = 5, 8
 STEPS = ("VALIDATE", "OPTIMIZE", "ARCHIVE")
-
-
-class Supervised:
-    """A worker restarted whenever it exits, like a systemd unit with ``Restart=always``."""
-
-    def __init__(self, start: Callable[[], Process]) -> None:
-        self._start = start
-        self.current = start()
-        self.exits: list[tuple[int, str]] = []  # exit code, the end of the worker's log
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            code = self.current.proc.poll()
-            if code is not None:
-                self.exits.append((code, self.current.output()[-600:]))
-                time.sleep(1)  # systemd's RestartSec
-                self.current = self._start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-@pytest.fixture
-def supervised(spawn: Callable[..., Process]) -> Iterator[Callable[[Env], Supervised]]:
-    made: list[Supervised] = []
-
-    def start(env: Env) -> Supervised:
-        def one() -> Process:
-            name = f"w{uuid.uuid4().hex[:6]}"
-            return spawn([sys.executable, "-m", "celery", "-A", "orchestrator", "worker",
-                          "-Q", "validate,optimize,archive,maintenance", "-c", "2",
-                          "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
-                          "--without-mingle"], env, name)
-
-        made.append(Supervised(one))
-        made[-1].current.wait_for("ready.")
-        return made[-1]
-
-    yield start
-    for each in made:
-        each.stop()
 
 
 def _configure(env: Env, monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
