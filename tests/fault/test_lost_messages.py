@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,31 @@ def test_a_message_of_another_run_is_refused_while_the_job_waits(env) -> None:
     assert lifecycle.begin_step(job_id, "validate", f"{job_id}.validate.1", 60) is not None
     assert lifecycle.begin_step(job_id, "optimize", f"{job_id}.optimize.0", 60) is None
     assert lifecycle.begin_step(job_id, "optimize", f"{job_id}.optimize.1", 60) is not None
+
+
+@pytest.mark.rabbitmq
+def test_on_rabbitmq_a_lost_message_is_published_again_once(servers_env, worker, sample_csv,
+                                                            monkeypatch) -> None:
+    from tests.conftest import server_url
+
+    # Given RabbitMQ as the broker and a job queued while no worker runs
+    for key, value in {"PIPELINE_BROKER_URL": server_url("rabbitmq"),
+                       "PIPELINE_REQUEUE_LOST_AFTER": "1"}.items():
+        servers_env.variables[key] = value
+        monkeypatch.setenv(key, value)
+    reset_settings()
+    app = create_app(servers_env.settings)
+    app.control.purge()
+    orch = Orchestrator(servers_env.settings, app=app)
+    job_id = orch.submit(sample_csv, PARAMS)
+    # When its message is lost (purged: RabbitMQ's queues cannot be read, only emptied)
+    assert app.control.purge() == 1
+    # Then recovery publishes it again, once: a later pass leaves it to the new message
+    assert _republish_all(orch, 1) == 1
+    wait_for(lambda: store.get_job(job_id).updated_at < store.now() - timedelta(seconds=1.5), 10,
+             "the job older than requeue_lost_after again")
+    assert recover_stuck_jobs(orch)["republished"] == 0
+    # and a worker completes it, by the republished run
+    worker(servers_env)
+    job = wait_all_final([job_id], timeout=120)[0]
+    assert (job.state, job.task_id) == (JobState.COMPLETED, f"{job_id}.archive.1")
