@@ -43,10 +43,46 @@ def _connections(s: Settings) -> dict[str, Any]:
         conf["broker_transport_options"] = transport.transport_options(
             str(s.broker_folder), s.broker_polling_interval)
         results.register()
-    elif s.broker.startswith(("redis://", "rediss://")):
+    else:
+        conf.update(_outage_bounds(s))
+    return conf
+
+
+#: Seconds a Redis call may wait for a connection / an answer before it fails (and retries
+#: outside the step's limits): without them a step can wait on a silent server until killed.
+REDIS_CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT = 5.0, 10.0
+
+
+def _outage_bounds(s: Settings) -> dict[str, Any]:
+    """Redis or RabbitMQ: what happens when the broker or result backend goes away.
+
+    The worker EXITS (code 1) when its broker connection is lost after it was connected
+    (``broker_connection_retry=False``); its supervisor restarts it (systemd ``Restart=always``)
+    and the new worker waits for the broker (``broker_connection_retry_on_startup``). Why not
+    reconnect in place (Celery's default): the main process retries the connection in a
+    blocking loop that runs no event loop, so the pool's results are not read and its time
+    limits are not checked; when the broker returns, every limit that passed in the meantime
+    fires at once, at steps that had finished long before: "Soft time limit exceeded", a pool
+    pipe corrupted mid-write ("Unrecoverable error: UnpicklingError") and a main process hung
+    with no pool children (issue 13, item 3; reproduced by tests/fault/test_redis_outage.py).
+    Unacknowledged messages come back (Redis: after the visibility timeout; RabbitMQ: when the
+    channel closes) and stuck-job recovery re-runs steps whose lease ran out.
+    """
+    conf: dict[str, Any] = {"broker_connection_retry": False}
+    if s.broker.startswith(("redis://", "rediss://")):
         # A task running longer than the visibility timeout is delivered twice (celery 5935).
         timeout = s.visibility_timeout or 2 * s.longest_time_limit + 60
-        conf["broker_transport_options"] = {"visibility_timeout": timeout}
+        conf["broker_transport_options"] = {
+            "visibility_timeout": timeout, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT}
+    if s.results.startswith(("redis://", "rediss://")):
+        # Celery retries a result write 20 times a second apart by default: inside a step's
+        # time limit (a batch's last step stores its result for the chord). Fail fast instead.
+        conf.update(redis_socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                    redis_socket_timeout=REDIS_SOCKET_TIMEOUT,
+                    result_backend_transport_options={"retry_policy": {
+                        "max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                        "interval_max": 1}})
     return conf
 
 

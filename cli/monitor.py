@@ -252,7 +252,8 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 @click.command(epilog=epilog())
 @click.option("--skip", "skipped", multiple=True,
-              type=click.Choice(["broker", "results", "database", "share", "workers", "beat"]),
+              type=click.Choice(["broker", "results", "database", "share", "workers", "beat",
+                                 "disk_waits"]),
               help="Leave a part out (repeat), e.g. --skip beat on a worker-only host.")
 @json_option
 @requires(Role.VIEWER)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from celery import Celery, signals
+import logging
+import os
+import threading
+
+from celery import Celery, bootsteps, signals
 
 from orchestrator import logs as _logs  # noqa: F401 - connects the logging signals
 from orchestrator import redis_broker, results, security, transport
@@ -12,6 +16,8 @@ from orchestrator.settings import Settings, get_settings
 transport.register()
 results.register()
 redis_broker.register()
+
+log = logging.getLogger(__name__)
 
 TASK_MODULES = ("tasks.steps", "tasks.batch", "tasks.maintenance", "tasks.rotation",
                 "tasks.monitoring")
@@ -28,7 +34,41 @@ def create_app(settings: Settings | None = None) -> Celery:
     created.conf.imports = TASK_MODULES
     if settings.signing:
         security.enable_signing(created)
+    created.steps["worker"].add(ShutdownDeadline)
     return created
+
+
+class ShutdownDeadline(bootsteps.StartStopStep):
+    """A worker that is stopping exits within a deadline, whatever it waits for.
+
+    Why: a worker stopping after "Unrecoverable error" (e.g. a pool pipe corrupted by a time
+    limit) waited for ever on a pipe with no pool children left, so its supervisor never
+    restarted it (issue 13, item 3). While stopping, the pool's time limits are no longer
+    enforced (the event loop has ended), so nothing else bounds the wait. No step may run
+    longer than its hard limit: past the longest one (plus the lease grace) the process exits
+    with its exit code, or 1.
+    """
+
+
+    _timer: threading.Timer | None = None
+
+    def close(self, parent: object) -> None:
+        if self._timer is not None:
+            return
+        settings = get_settings()
+        deadline = settings.longest_time_limit + settings.lease_grace_seconds
+        code = getattr(parent, "exitcode", None) or 1
+        self._timer = threading.Timer(deadline, _exit_now, (deadline, code))
+        self._timer.daemon = True
+        self._timer.start()
+
+    stop = terminate = close
+
+
+def _exit_now(deadline: float, code: int) -> None:
+    log.critical("worker still stopping after %.0f s: exiting with %d", deadline, code)
+    logging.shutdown()
+    os._exit(code)
 
 
 app = create_app()

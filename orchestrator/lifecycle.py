@@ -64,12 +64,16 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
     lease = {"task_id": task_id, "lease_until": at + timedelta(seconds=lease_seconds),
              "progress": STEP_START[step]}
     index = STEPS.index(step)
-    after_previous = [({S.PROCESSING}, STEPS[index - 1], False, None, None)] if index else []
-    # From queued, only the step the record expects (a relabelled message names another).
-    from_queue = ({S.QUEUED}, None, True, None,
-                  lambda: func.coalesce(jobs.c.step, STEPS[0]) == step)
+    run = _run_of(job_id, step, task_id)
+    previous = STEPS[index - 1] if index else None
+    after_previous = [({S.PROCESSING}, previous, False, None, None if run is None else
+                       lambda: jobs.c.task_id == f"{job_id}.{previous}.{run}")] if index else []
+    from_queue = ({S.QUEUED}, None, True, None, lambda: _queued_for(job_id, step, run))
+    abandoned = jobs.c.lease_until < at
+    if run is not None:
+        abandoned &= jobs.c.task_id.like(f"{job_id}.%.{run}")
     redelivery = ({S.PROCESSING}, step, True, "redelivered: the step runs again",
-                  lambda: (jobs.c.task_id == task_id) | (jobs.c.lease_until < at))
+                  lambda: (jobs.c.task_id == task_id) | abandoned)
     # The likely way first: each miss costs a round trip.
     ways: list[tuple[set[JobState], str | None, bool, str | None, Any]] = [
         *after_previous, from_queue, redelivery]
@@ -84,6 +88,29 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
     log.info("job %s: step %s not run by %s; job is %s", job_id, step, task_id,
              store.get_job(job_id).state)
     return None
+
+
+def _queued_for(job_id: str, step: str, run: str | None) -> Any:
+    """A queued job starts only the step its record expects (a message relabelled for another
+    step is refused) and only in the run its record expects (a late original of a republished
+    message is refused)."""
+    expected = func.coalesce(jobs.c.step, STEPS[0]) == step
+    if run is None:
+        return expected
+    return expected & (jobs.c.task_id.is_(None) | jobs.c.task_id.like(f"{job_id}.%.{run}"))
+
+
+def _run_of(job_id: str, step: str, task_id: str) -> str | None:
+    """The run a step's message belongs to (task id ``<job>.<step>.<run>``), else None.
+
+    A job is (re)published as a chain whose task ids share a run number, and the job row holds
+    the task id of its current run (the step running, or the first step of a republished
+    chain). A message of another run is a late or duplicate copy (e.g. an original that turns
+    up after recovery republished it): refused, so one run moves the job on, not two.
+    """
+    prefix = f"{job_id}.{step}."
+    run = task_id[len(prefix):] if task_id.startswith(prefix) else ""
+    return run if run.isdigit() else None
 
 
 def report_progress(job_id: str, step: str, fraction: float, lease_seconds: float) -> None:

@@ -116,7 +116,8 @@ class Orchestrator:
         (folder / "error.json").unlink(missing_ok=True)
         queued = store.transition(job_id, JobState.QUEUED,
                                   sources={JobState.FAILED, JobState.CANCELLED}, step=step,
-                                  detail=f"retry from {step}", error=None, finished_at=None)
+                                  detail=f"retry from {step}", error=None, finished_at=None,
+                                  task_id=task_id(job_id, step, job.attempts))  # its run
         self.job_chain(job_id, job.batch_id, from_step=step, run=queued.attempts).apply_async()
         return queued
 

@@ -3,9 +3,15 @@
 - processing, lease expired: a live step never outlives its hard time limit and renews its
   lease with progress, so an expired lease means the step's worker is gone. Requeued from
   that step while attempts remain, else failed, with an event saying why.
-- queued on the embedded broker, message gone: a worker killed with SIGKILL takes the
-  messages it had fetched with it (the files are removed on fetch; nothing is acked). Redis and
-  RabbitMQ redeliver by themselves, so this check runs only for the embedded broker.
+- queued for longer than ``requeue_lost_after``, message gone: published again as a new run
+  of the job's chain (task ids ``<job>.<step>.<run>``; the row names the run, so a late
+  original is refused by :func:`orchestrator.lifecycle.begin_step`). Messages get lost on
+  every broker: the embedded one loses what a SIGKILLed worker had fetched; Redis loses a
+  message published just before it stopped (acknowledged, yet not in its AOF: issue 13 item 4)
+  and everything on a restart without persistence. Where the messages can be seen (the embedded
+  broker's folder; Redis's queue lists and its unacked hash) a job is republished only when no
+  message names it. RabbitMQ's queues cannot be read without consuming them, so a job queued
+  for that long is republished once; if its original turns up after all, it is refused.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from orchestrator import lifecycle
+from celeryconfig import QUEUE_NAMES
+from orchestrator import lifecycle, redis_broker
 from orchestrator.errors import IllegalTransition, TransientError
-from orchestrator.pipeline import Orchestrator
+from orchestrator.pipeline import Orchestrator, task_id
 from orchestrator.store import jobs as store
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState
@@ -61,10 +68,9 @@ def recover_stuck_jobs(orchestrator: Orchestrator | None = None) -> dict[str, in
     for job in expired_leases():
         with suppress(IllegalTransition):  # it moved on while we looked
             outcome[_recover_step(orchestrator, job)] += 1
-    if orchestrator.settings.embedded_broker:
-        for job in _lost_messages(orchestrator):
-            with suppress(IllegalTransition):
-                outcome[_republish(orchestrator, job)] += 1
+    for job in _lost_messages(orchestrator):
+        with suppress(IllegalTransition):
+            outcome[_republish(orchestrator, job)] += 1
     return outcome
 
 
@@ -74,10 +80,12 @@ def _recover_step(orchestrator: Orchestrator, job: store.Job) -> str:
         lifecycle.fail(orchestrator.share, job.id, step, TransientError(
             f"step {step} lost its worker {job.attempts} times; giving up"))
         return "failed"
+    run = job.attempts + 1  # a run of its own: a late copy of the lost one is refused
     store.transition(job.id, JobState.QUEUED, sources={JobState.PROCESSING}, step=step,
                      from_step=step, where=jobs.c.lease_until < store.now(),
+                     task_id=task_id(job.id, step, run),
                      detail=f"recovered: the lease of step {step} expired (worker lost)")
-    orchestrator.job_chain(job.id, job.batch_id, from_step=step, run=job.attempts).apply_async()
+    orchestrator.job_chain(job.id, job.batch_id, from_step=step, run=run).apply_async()
     return "requeued"
 
 
@@ -85,15 +93,37 @@ def _lost_messages(orchestrator: Orchestrator) -> list[store.Job]:
     waiting = queued_before(timedelta(seconds=orchestrator.settings.requeue_lost_after))
     if not waiting:
         return []
-    present = jobs_with_messages(orchestrator.settings.broker_folder / "queue")
+    present = messages_present(orchestrator)
+    if present is None:  # cannot look (RabbitMQ): once per job
+        return [job for job in waiting if not _republished_already(job)]
     return [job for job in waiting if job.id not in present]
+
+
+def messages_present(orchestrator: Orchestrator) -> set[str] | None:
+    """Ids of the jobs some broker message names; None where the broker cannot be read."""
+    settings = orchestrator.settings
+    if settings.embedded_broker:
+        return jobs_with_messages(settings.broker_folder / "queue")
+    if settings.broker.startswith(("redis://", "rediss://")):
+        ids = redis_broker.task_ids(orchestrator.app, QUEUE_NAMES)
+        return {task.split(".", 1)[0] for task in ids}
+    return None
+
+
+def _republished_already(job: store.Job) -> bool:
+    last = store.history(job.id)[-1:]
+    return bool(last) and (last[0].detail or "").startswith(REPUBLISHED)
+
+
+REPUBLISHED = "recovered: the message for step"
 
 
 def _republish(orchestrator: Orchestrator, job: store.Job) -> str:
     step = job.step or "validate"
+    run = job.attempts + 1
     store.transition(job.id, JobState.QUEUED, sources={JobState.QUEUED}, step=job.step,
                      where=jobs.c.updated_at == job.updated_at,  # a second beat finds it moved
-                     detail=f"recovered: the message for step {step} was lost; published again")
-    orchestrator.job_chain(job.id, job.batch_id, from_step=step,
-                           run=job.attempts + 1).apply_async()
+                     task_id=task_id(job.id, step, run),
+                     detail=f"{REPUBLISHED} {step} was lost; published again as run {run}")
+    orchestrator.job_chain(job.id, job.batch_id, from_step=step, run=run).apply_async()
     return "republished"

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     visibility_timeout: int | None = Field(None, gt=0, description="Redis; default 2×limit+60")
     max_retries: int = Field(3, ge=0, le=20, description="transient step errors")
     outage_retries: int = Field(30, ge=0, le=1000, description="database or broker away")
-    requeue_lost_after: int = Field(120, gt=0, description="embedded: queued, message gone")
+    requeue_lost_after: int = Field(120, gt=0, description="queued, message gone: republish")
+    disk_wait_seconds: int = Field(
+        900, ge=0, le=86_400, description="a full/failing share: retry this long, then fail")
     recovery_interval: int = Field(60, gt=0, description="seconds between stuck-job checks")
     worker_max_tasks_per_child: int = Field(1000, ge=1)
     worker_max_memory_per_child: int = Field(1_000_000, ge=10_000, description="KiB")

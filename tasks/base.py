@@ -42,14 +42,35 @@ OUTAGE = (DBAPIError, BrokerError)
 PASSING_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE})
 
 
-def is_transient(error: BaseException) -> bool:
-    return isinstance(error, TRANSIENT) or (
-        isinstance(error, OSError) and error.errno in PASSING_OS_ERRORS)
+#: The longest pause between two retries (seconds, before jitter).
+BACKOFF_CAP = 60.0
 
 
 def backoff(retries: int) -> float:
     """Exponential, capped at a minute, with ±50 % jitter so retries do not arrive together."""
-    return min(60.0, 2.0**retries) * random.uniform(0.5, 1.5)
+    return min(BACKOFF_CAP, 2.0**retries) * random.uniform(0.5, 1.5)
+
+
+def is_disk_error(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in PASSING_OS_ERRORS
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT) or is_disk_error(error)
+
+
+def retries_within(seconds: float) -> int:
+    """How many backed-off retries it takes to wait ``seconds`` (the pauses before jitter).
+
+    A full share frees up in minutes (an operator deletes, rotation runs), not in the ~8 s that
+    ``max_retries`` quick retries last: disk errors retry for PIPELINE_DISK_WAIT_SECONDS. Counted
+    in retries, not clock time, so the budget is the same whatever the worker's speed.
+    """
+    count, waited = 0, 0.0
+    while waited < seconds:
+        waited += min(BACKOFF_CAP, 2.0**count)
+        count += 1
+    return count
 
 
 class StepTask(Task):
@@ -125,6 +146,8 @@ class StepTask(Task):
     def _retry_or_fail(self, ctx: StepContext, message: JobMessage, error: BaseException,
                        ) -> JobMessage:
         retries, limit = self.request.retries, ctx.settings.max_retries
+        if is_disk_error(error):
+            limit = max(limit, retries_within(ctx.settings.disk_wait_seconds))
         if retries >= limit:
             return self._failed(ctx, message, error)
         delay = backoff(retries)

@@ -4,7 +4,9 @@ broker (connect), result backend (a round trip), database (SELECT 1), share (wri
 space >= PIPELINE_HEALTH_MIN_FREE_MB), workers (at least PIPELINE_HEALTH_MIN_WORKERS answer a
 ping), beat (its last tick, recorded in the database by the beat process each time it sends
 a scheduled task, is younger than twice the stuck-job recovery interval plus 30 s; a beat that
-started within that time and has not ticked yet is ok: its first send is one interval away).
+started within that time and has not ticked yet is ok: its first send is one interval away),
+disk waits (no job is waiting to retry because the share was full or failing: those wait up to
+PIPELINE_DISK_WAIT_SECONDS, and the reason is only seen here and in their history).
 Each check has its own short time limit, so a dead server makes the check fail, not hang.
 """
 
@@ -22,7 +24,7 @@ from sqlalchemy import text
 
 from orchestrator.settings import Settings
 
-PARTS = ("broker", "results", "database", "share", "workers", "beat")
+PARTS = ("broker", "results", "database", "share", "workers", "beat", "disk_waits")
 TIMEOUT = 3.0
 
 
@@ -121,9 +123,35 @@ def check_beat(_app: Celery, settings: Settings) -> str:
     return f"last tick {age:.0f} s ago ({tick[1]})"
 
 
+#: What a step's retry event says (tasks/base.py) when the share's disk failed it.
+DISK_ERRORS = ("No space left on device", "Disk quota exceeded", "Input/output error",
+               "Stale file handle")
+
+
+def check_disk_waits(_app: Celery, settings: Settings) -> str:
+    from sqlalchemy import select
+
+    from orchestrator.store.db import transaction
+    from orchestrator.store.tables import job_events, jobs
+
+    # A queued job's last event is the retry that queued it (same time as the row's update).
+    query = (select(job_events.c.detail).join(jobs, jobs.c.id == job_events.c.job_id)
+             .where((jobs.c.state == "queued") & (job_events.c.at == jobs.c.updated_at)
+                    & job_events.c.detail.like("retry %")))
+    with transaction() as conn:
+        waiting = [d for (d,) in conn.execute(query)
+                   if any(reason in d for reason in DISK_ERRORS)]
+    if waiting:
+        raise Unhealthy(f"{len(waiting)} job(s) waiting for the share's disk (retried for up "
+                        f"to PIPELINE_DISK_WAIT_SECONDS={settings.disk_wait_seconds}); "
+                        f"e.g. {waiting[-1]}")
+    return "no job waiting for the share's disk"
+
+
 CHECKS: dict[str, Callable[[Celery, Settings], str]] = {
     "broker": check_broker, "results": check_results, "database": check_database,
     "share": check_share, "workers": check_workers, "beat": check_beat,
+    "disk_waits": check_disk_waits,
 }
 
 

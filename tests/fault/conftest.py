@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -77,6 +78,51 @@ def beat(spawn: Callable[..., Process], tmp_path: Path) -> Callable[[Env], Proce
         process.wait_for("holding the schedule lock")
         return process
     return start
+
+
+class Supervised:
+    """A worker restarted whenever it exits, like a systemd unit with ``Restart=always``."""
+
+    def __init__(self, start: Callable[[], Process]) -> None:
+        self._start = start
+        self.current = start()
+        self.exits: list[tuple[int, str]] = []  # exit code, the end of the worker's log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            code = self.current.proc.poll()
+            if code is not None:
+                self.exits.append((code, self.current.output()[-600:]))
+                time.sleep(1)  # systemd's RestartSec
+                self.current = self._start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def supervised(spawn: Callable[..., Process]) -> Iterator[Callable[[Env], Supervised]]:
+    made: list[Supervised] = []
+
+    def start(env: Env) -> Supervised:
+        def one() -> Process:
+            name = f"w{uuid.uuid4().hex[:6]}"
+            return spawn([sys.executable, "-m", "celery", "-A", "orchestrator", "worker",
+                          "-Q", "validate,optimize,archive,maintenance", "-c", "2",
+                          "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
+                          "--without-mingle"], env, name)
+
+        made.append(Supervised(one))
+        made[-1].current.wait_for("ready.")
+        return made[-1]
+
+    yield start
+    for each in made:
+        each.stop()
 
 
 def kill_group(process: Process) -> None:
@@ -163,6 +209,26 @@ def record() -> Iterator[Callable[..., None]]:
         path.write_text(json.dumps(rows, indent=2))
 
     yield write
+
+
+@pytest.fixture
+def small_share(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MB tmpfs mounted where the env fixtures put the share (needs root), for full disks."""
+    mount = tmp_path / "share"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
+
+
+def fill(mount: Path) -> Path:
+    """Fill the filesystem at ``mount``; delete the returned file to free the space."""
+    filler = mount / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    return filler
 
 
 def start_redis(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -20,6 +18,7 @@ from orchestrator.store.states import JobState
 from tests.fault.conftest import (
     TcpProxy,
     check_outcome,
+    fill,
     free_port,
     reference_weights,
     start_redis,
@@ -40,7 +39,7 @@ def _point_at(env, monkeypatch, **variables: str) -> None:
 
 @pytest.mark.redis
 @pytest.mark.postgres
-def test_redis_restarts_mid_run(fault_env, worker, beat, sample_csv, record, tmp_path,
+def test_redis_restarts_mid_run(fault_env, supervised, beat, sample_csv, record, tmp_path,
                                 monkeypatch):
     # Given a Redis of the test's own (AOF on) as broker and result backend
     port = free_port()
@@ -53,7 +52,9 @@ def test_redis_restarts_mid_run(fault_env, worker, beat, sample_csv, record, tmp
               PIPELINE_FAULTS="sleep:validate:0.2",
               **{f"PIPELINE_{step}_SOFT_TIME_LIMIT": "20" for step in STEP_NAMES},
               **{f"PIPELINE_{step}_TIME_LIMIT": "30" for step in STEP_NAMES})
-    worker(fault_env, concurrency=2)
+    # A worker exits when it loses the broker (celeryconfig._outage_bounds): supervised here,
+    # restarted as systemd's Restart=always does
+    workers = supervised(fault_env)
     beat(fault_env)
     orch = Orchestrator(fault_env.settings, app=create_app(fault_env.settings))
     ids = [orch.submit(sample_csv, PARAMS) for _ in range(20)]
@@ -68,6 +69,7 @@ def test_redis_restarts_mid_run(fault_env, worker, beat, sample_csv, record, tmp
         wait_all_final(ids, timeout=180)
         outcome = check_outcome(fault_env, ids, reference_weights(sample_csv, PARAMS))
     finally:
+        workers.stop()
         redis.terminate()
     record("Redis restarted mid-run (AOF)", outcome)
     assert outcome.completed == len(ids)
@@ -126,32 +128,24 @@ def test_a_step_past_its_limits_fails_and_the_worker_goes_on(embedded_fault_env,
 
 
 def test_a_full_share_disk_retries_until_space_returns(embedded_fault_env, worker, sample_csv,
-                                                      record, tmp_path, monkeypatch):
+                                                      record, small_share):
     # Given the share on a small tmpfs, jobs queued, then the disk filled up
-    mount = tmp_path / "share"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)]).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        env = embedded_fault_env
-        orch = Orchestrator(env.settings, app=create_app(env.settings))
-        ids = [orch.submit(sample_csv, PARAMS) for _ in range(3)]
-        filler = mount / "filler"
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
-                       capture_output=True)
-        # When a worker runs them on the full disk and space returns 3 s later
-        worker(env, concurrency=2)
-        threading.Timer(3.0, filler.unlink).start()
-        jobs = wait_all_final(ids, timeout=120)
-        # Then each retried with a "No space left" reason and completed; no half file remains
-        assert all(j.state is JobState.COMPLETED for j in jobs), [j.error for j in jobs]
-        reasons = [e.detail or "" for i in ids for e in store.history(i)]
-        assert any("No space left on device" in r for r in reasons), reasons
-        assert not [p for p in mount.rglob("*") if p.name.endswith((".part", ".tmp"))]
-        for job_id in ids:
-            report = mount / "completed" / job_id / "report.json"
-            assert json.loads(report.read_text())["job_id"] == job_id
-        record("Share disk full, then space freed", check_outcome(env, ids, reference_weights(
-            sample_csv, PARAMS)))
-    finally:
-        subprocess.run(["umount", "-l", str(Path(mount))])
+    mount = small_share
+    env = embedded_fault_env
+    orch = Orchestrator(env.settings, app=create_app(env.settings))
+    ids = [orch.submit(sample_csv, PARAMS) for _ in range(3)]
+    filler = fill(mount)
+    # When a worker runs them on the full disk and space returns 3 s later
+    worker(env, concurrency=2)
+    threading.Timer(3.0, filler.unlink).start()
+    jobs = wait_all_final(ids, timeout=120)
+    # Then each retried with a "No space left" reason and completed; no half file remains
+    assert all(j.state is JobState.COMPLETED for j in jobs), [j.error for j in jobs]
+    reasons = [e.detail or "" for i in ids for e in store.history(i)]
+    assert any("No space left on device" in r for r in reasons), reasons
+    assert not [p for p in mount.rglob("*") if p.name.endswith((".part", ".tmp"))]
+    for job_id in ids:
+        report = mount / "completed" / job_id / "report.json"
+        assert json.loads(report.read_text())["job_id"] == job_id
+    record("Share disk full, then space freed", check_outcome(env, ids, reference_weights(
+        sample_csv, PARAMS)))
