@@ -29,10 +29,13 @@ def remove_job_folder(share: Share, job_id: str) -> bool:
     for name in FOLDERS:
         parent = share.root / name
         folder, doomed = parent / job_id, _doomed(parent, job_id)
+        # A leftover of a crash half-way, or a link planted under the hidden name (which would
+        # make the rename fail, every run): cleared before the rename.
+        removed = _remove(doomed) or removed
         if folder.is_dir() and not folder.is_symlink():
             with contextlib.suppress(FileNotFoundError):  # another remover was first
                 os.rename(folder, doomed)
-        removed = _remove(doomed) or removed
+            removed = _remove(doomed) or removed
     return removed
 
 

@@ -268,3 +268,33 @@ def test_restore_never_writes_through_a_link_planted_in_its_staging_folder(share
     # And without the planted link it restores as before
     monkeypatch.undo()
     assert restore(Share(share.share), ids[0]).files == 3
+
+
+def test_a_link_planted_under_the_hidden_removal_name_is_removed_not_followed(share, tmp_path):
+    # Given old jobs, and for one of them a link to a folder outside the share planted under
+    # the hidden name rotation renames a job's folder to before deleting it
+    ids = make_jobs(share.share, 3, finished_at=days_ago(40))
+    outside = tmp_path / "outside-folder"
+    (outside / "keep.txt").parent.mkdir()
+    (outside / "keep.txt").write_bytes(b"keep me\n")
+    planted = share.share / "completed" / f".{ids[1]}.removing"
+    planted.symlink_to(outside, target_is_directory=True)
+    # When rotation runs, then every job is archived, the link is gone, the folder it pointed
+    # to is untouched
+    run = rotate_within_bound(share.settings)
+    assert run.status == "completed" and run.jobs_done == 3, run.error
+    assert check_consistent(share.share) == {"archived": 3}
+    assert not os.path.lexists(planted)
+    assert (outside / "keep.txt").read_bytes() == b"keep me\n"
+
+
+def test_a_job_folder_with_more_entries_than_can_be_held_open_is_refused(share):
+    from orchestrator.rotation.packing import MAX_ENTRIES
+
+    def plant(folder: Path) -> None:
+        for n in range(MAX_ENTRIES):
+            (folder / f"extra-{n:04d}.txt").write_bytes(b"x")
+
+    ids, bad = jobs_with_one_planted(share, plant)
+    run = rotate_within_bound(share.settings)
+    assert_refused_and_rest_rotated(share, run, ids, bad, f"more than {MAX_ENTRIES:,} files")
