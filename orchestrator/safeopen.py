@@ -36,7 +36,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,3 +252,91 @@ def _check_opened(st: os.stat_result, shown: str, device: int | None) -> None:
                       file=shown)
     if st.st_nlink > 1:
         raise Refused(HARD_LINKS.format(n=st.st_nlink), file=shown)
+
+
+# Folders walked by descriptor (storage rotation): every name below the folder is opened
+# relative to its parent's descriptor, so a folder swapped for a link half-way through a walk
+# is refused, never followed.
+
+
+@contextmanager
+def open_folder(root: Path, path: Path) -> Iterator[Opened]:
+    """The folder ``path`` inside the share, opened by :func:`open_file`'s rules (no link on the
+    way, on the share's device); closed on leaving the block."""
+    names = inside(root, path)
+    if names is None:
+        raise Refused("a path outside the share", file=Path(path).name)
+    here = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's path
+    try:
+        device = os.fstat(here).st_dev
+        for name in names:
+            below = _open_at(here, name, Path(path).name, is_folder=True)
+            os.close(here)
+            here = below
+        opened = Opened(here, os.fstat(here), Path(path).name)
+        if opened.st.st_dev != device:
+            raise Refused("on another filesystem than the share (a mount inside the share?)",
+                          file=opened.name)
+        yield opened
+    finally:
+        os.close(here)
+
+
+def open_below(folder: Opened, name: str, shown: str) -> Opened:
+    """The entry ``name`` of an opened folder: a folder, or a file held to the share's rules
+    (a regular file with one link on the folder's device). The caller closes ``.fd``."""
+    try:
+        st = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+    except PermissionError:
+        raise Refused(DENIED, file=shown) from None
+    is_folder = stat.S_ISDIR(st.st_mode)
+    fd = _open_at(folder.fd, name, shown, is_folder=is_folder)
+    try:
+        opened = Opened(fd, os.fstat(fd), shown)
+        if is_folder:
+            if not stat.S_ISDIR(opened.st.st_mode) or opened.st.st_dev != folder.st.st_dev:
+                raise Refused("changed while it was read, or is on another filesystem",
+                              file=shown)
+        else:
+            _check_opened(opened.st, shown, folder.st.st_dev)
+    except BaseException:
+        os.close(fd)
+        raise
+    return opened
+
+
+@contextmanager
+def open_tree(root: Path, path: Path, limit: int) -> Iterator[list[tuple[str, Opened]]]:
+    """Every folder and file below the folder ``path`` (itself first, as ``""``), each opened
+    and checked by the share's rules before the caller reads any of them, and held open until
+    the block ends: what is read is what was checked, whatever is renamed meanwhile. Names are
+    relative (``input/prices.csv``), folders before their contents, sorted. More than ``limit``
+    entries (each holds a descriptor) is refused."""
+    with ExitStack() as stack:
+        top = stack.enter_context(open_folder(root, path))
+        found: list[tuple[str, Opened]] = [("", top)]
+        pending = [("", top)]
+        while pending:
+            prefix, folder = pending.pop()
+            below: list[tuple[str, Opened]] = []
+            for name in sorted(os.listdir(folder.fd)):
+                if len(found) >= limit:
+                    raise Refused(f"it holds more than {limit:,} files and folders; not read",
+                                  file=Path(path).name)
+                relative = f"{prefix}{name}"
+                opened = open_below(folder, name, relative)
+                stack.callback(os.close, opened.fd)
+                found.append((relative, opened))
+                if stat.S_ISDIR(opened.st.st_mode):
+                    below.append((f"{relative}/", opened))
+            pending.extend(reversed(below))
+        yield sorted(found, key=lambda item: item[0].split("/"))
+
+
+def read_all(root: Path, path: Path, limit: int) -> bytes:
+    """The whole of ``path`` (held to the share's rules), refused if over ``limit`` bytes: for
+    a pipeline's own intermediate file in processing/, which a share user could swap."""
+    data = read_bounded(root, path, limit)
+    if len(data) > limit:
+        raise Refused(f"more than {limit:,} bytes; not read", file=Path(path).name)
+    return data

@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator import safeopen
 from orchestrator.api import models, queries, submit, uploads
 from orchestrator.api.errors import ApiError
 from orchestrator.api.security import requires
@@ -26,6 +27,7 @@ Viewer = Annotated[Principal, Depends(requires(Role.VIEWER))]
 Submitter = Annotated[Principal, Depends(requires(Role.SUBMITTER))]
 Operator = Annotated[Principal, Depends(requires(Role.OPERATOR))]
 READ_ERRORS = models.error_responses(401, 403, 404, 503)
+MAX_RESULT = 256 << 20  # bytes of one result file served (they are a few MB at most)
 
 
 def orchestrator(request: Request) -> Orchestrator:
@@ -202,9 +204,19 @@ async def job_file(job_id: str, name: str, request: Request, _who: Viewer) -> Re
     headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                "img-src data:; sandbox"} if name.endswith(".html") else {}
     media = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
-    return FileResponse(path, media_type=media[name.rsplit(".", 1)[1]], headers=headers,
-                        content_disposition_type="inline" if name.endswith(".html")
-                        else "attachment", filename=name)
+    # Read by the share's rules (orchestrator/safeopen.py): a result file a share user swapped
+    # for a link to a file outside the share, a hard link or a FIFO is refused, not served.
+    try:
+        data = await run_in_threadpool(safeopen.read_all, orch.share.root, path, MAX_RESULT)
+    except safeopen.Refused as refused:
+        raise ApiError(404, "not_found", f"job {job_id}'s {name} is not served: {refused}",
+                       ) from None
+    except FileNotFoundError:
+        raise ApiError(404, "not_found", f"job {job_id} ({job.state.value}) has no {name}",
+                       ) from None
+    disposition = "inline" if name.endswith(".html") else "attachment"
+    headers["Content-Disposition"] = f'{disposition}; filename="{name}"'
+    return Response(data, media_type=media[name.rsplit(".", 1)[1]], headers=headers)
 
 
 # -- operator actions ----------------------------------------------------------------------

@@ -66,6 +66,7 @@ class Outcome:
     sha256: str | None = None
     kind: str | None = None
     message: str | None = None
+    refused: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +124,12 @@ def _rotate(batch: _Batch, cutoffs: dict[str, datetime]) -> Outcome:
             written = _pack(batch, sources)
         except HANDLED as error:
             return _failed(batch, error)
+        if not written.jobs:  # every job refused: no archive of nothing
+            discard(batch.share.root / batch.archive)
+            _refused(batch, written)
+            journal.finish_batch(batch.run_id, batch.spec.seq)
+            return Outcome(batch.run_id, batch.spec.seq, "empty",
+                           refused=len(written.refused))
         faults.checkpoint(faults.AFTER_ARCHIVE, batch.share.root / batch.archive)
         try:
             _commit(batch, written)
@@ -131,11 +138,13 @@ def _rotate(batch: _Batch, cutoffs: dict[str, datetime]) -> Outcome:
             discard(batch.share.root / batch.archive)
             continue
         faults.checkpoint(faults.AFTER_ROWS, batch.share.root / batch.archive)
+        _refused(batch, written)
         _report(batch, "removing", len(written.jobs), written.bytes)
         remove_job_folders(batch.share, [job.id for job in written.jobs])
         journal.finish_batch(batch.run_id, batch.spec.seq)
         return Outcome(batch.run_id, batch.spec.seq, "archived", len(written.jobs),
-                       written.bytes, batch.archive, written.sha256)
+                       written.bytes, batch.archive, written.sha256,
+                       refused=len(written.refused))
     return _failed(batch, TransientError("jobs kept changing state during the batch"))
 
 
@@ -158,12 +167,14 @@ def _pack(batch: _Batch, sources: list[Source]) -> Written:
               "day": batch.spec.day, "created_at": store.now().isoformat()}
     try:
         written = write_archive(
-            target, sources, header, level=batch.settings.rotation_compress_level,
+            target, sources, header, root=batch.share.root,
+            level=batch.settings.rotation_compress_level,
             throttle=batch.throttle,
             progress=lambda n, size: _report(batch, "packing", n, size, len(sources)))
         faults.checkpoint(faults.ARCHIVE_WRITTEN, written.part)
         _report(batch, "verifying", len(sources), written.bytes, len(sources))
-        verify_archive(written.part, written.sha256, expected_members(written.jobs))
+        verify_archive(written.part, written.sha256, expected_members(written.jobs),
+                       root=batch.share.root)
         os.replace(written.part, target)
         write_json(manifest_path(target), {**written.manifest, "sha256": written.sha256,
                                            "size": written.size})
@@ -190,6 +201,14 @@ def _commit(batch: _Batch, written: Written) -> None:
                              finished_at=datetime.fromisoformat(job.finished_at))
         journal.commit_batch(conn, batch.run_id, batch.spec.seq, written.sha256,
                              len(written.jobs), written.bytes)
+
+
+def _refused(batch: _Batch, written: Written) -> None:
+    """Jobs the share's rules kept out of the batch: each a problem on the run, their rows and
+    folders as they were (a person looks; the next run tries them again)."""
+    for refusal in written.refused:
+        log.warning("rotation batch %s: %s", batch.archive, refusal.message)
+        journal.record_problem(batch.run_id, "refused", refusal.message)
 
 
 def _failed(batch: _Batch, error: PipelineError) -> Outcome:

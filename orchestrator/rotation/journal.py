@@ -209,19 +209,31 @@ def batch_failed(run_id: str, seq: int, kind: str, message: str, *,
         conn.execute(update(rotation_batches).where(rotation_batches.c.id == ident).values(
             status="failed" if before == "writing" else rotation_batches.c.status,
             error=f"{kind}: {message}", updated_at=at))
-        current = conn.execute(select(rotation_runs.c.error).where(rotation_runs.c.id == run_id)
-                               .with_for_update()).scalar_one_or_none() or {}
-        kinds = dict(current.get("kinds", {}))
-        kinds[kind] = kinds.get(kind, 0) + 1
-        messages = [*current.get("messages", []), f"{kind}: {message}"][-MESSAGES_KEPT:]
-        values: dict[str, Any] = {"error": {"kinds": kinds, "messages": messages}}
+        _add_problem(conn, run_id, kind, message)
         if stop:
-            values["status"] = case((rotation_runs.c.status.in_(ACTIVE), "stopping"),
-                                    else_=rotation_runs.c.status)
-        conn.execute(update(rotation_runs).where(rotation_runs.c.id == run_id).values(**values))
+            conn.execute(update(rotation_runs).where(rotation_runs.c.id == run_id).values(
+                status=case((rotation_runs.c.status.in_(ACTIVE), "stopping"),
+                            else_=rotation_runs.c.status)))
         if before in ("writing", "committed", None):
             _count(conn, run_id, at, failed=1)
     return before
+
+
+def record_problem(run_id: str, kind: str, message: str) -> None:
+    """A problem on the run that failed no batch (a job left out of its batch): shown with the
+    run's other problems, counted by kind."""
+    with transaction() as conn:
+        _add_problem(conn, run_id, kind, message)
+
+
+def _add_problem(conn: Connection, run_id: str, kind: str, message: str) -> None:
+    current = conn.execute(select(rotation_runs.c.error).where(rotation_runs.c.id == run_id)
+                           .with_for_update()).scalar_one_or_none() or {}
+    kinds = dict(current.get("kinds", {}))
+    kinds[kind] = kinds.get(kind, 0) + 1
+    messages = [*current.get("messages", []), f"{kind}: {message}"][-MESSAGES_KEPT:]
+    conn.execute(update(rotation_runs).where(rotation_runs.c.id == run_id)
+                 .values(error={"kinds": kinds, "messages": messages}))
 
 
 def _count(conn: Connection, run_id: str, at: datetime, *, jobs: int = 0, size: int = 0,

@@ -8,6 +8,7 @@ job reads its batch's archive up to that job; an archive of a batch is a few MB.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -17,14 +18,19 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from orchestrator import safeopen
 from orchestrator.errors import CorruptArchive
 from orchestrator.rotation.throttle import Throttle
 
 MANIFEST_NAME = "MANIFEST.json"
+#: Files and folders of one job folder held open at once (one descriptor each) while it is
+#: packed; a job folder holds about ten. More is refused, not packed.
+MAX_ENTRIES = 256
 CHUNK = 1 << 16
 FORMAT = 1
 
@@ -45,7 +51,6 @@ class JobEntry:
     finished_at: str
     folder: str | None
     files: list[FileEntry] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
@@ -62,6 +67,20 @@ class Source:
     folder: Path | None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A job left out of its batch, and why (never what its files hold)."""
+
+    id: str
+    folder: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return (f"job {self.id} left in {self.folder}/, not archived and not deleted: "
+                f"{self.reason}")
+
+
 @dataclass
 class Written:
     part: Path
@@ -69,6 +88,7 @@ class Written:
     size: int
     jobs: list[JobEntry]
     manifest: dict[str, Any]
+    refused: list[Refusal] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
@@ -128,35 +148,39 @@ def _tarinfo(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
-def _walk(folder: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """(relative name, path, lstat) of every entry under ``folder``, sorted, links not followed."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in [*dirnames, *sorted(filenames)]:
-            path = Path(dirpath) / name
-            yield path.relative_to(folder).as_posix(), path, os.lstat(path)
-
-
-def _add_job(tar: tarfile.TarFile, source: Source, throttle: Throttle | None) -> JobEntry:
+def _add_job(tar: tarfile.TarFile, source: Source, root: Path,
+             throttle: Throttle | None) -> JobEntry:
+    """The job's folder into ``tar``, every entry read from a descriptor opened and checked
+    (orchestrator/safeopen.py) before anything of the job is written: a link, FIFO, device or
+    hard-linked file anywhere in it raises Refused and leaves the archive without the job."""
     entry = JobEntry(source.id, source.state, source.finished_at,
                      source.folder.parent.name if source.folder else None)
-    root_stat = os.lstat(source.folder) if source.folder else None
-    if root_stat is None:
+    if source.folder is None:
         tar.addfile(_empty_dir(source.id))
         return entry
-    tar.addfile(_tarinfo(source.id, root_stat, tarfile.DIRTYPE))
-    for relative, path, st in _walk(source.folder):  # type: ignore[arg-type]
-        name = f"{source.id}/{relative}"
-        if stat.S_ISDIR(st.st_mode):
-            tar.addfile(_tarinfo(name, st, tarfile.DIRTYPE))
-        elif stat.S_ISREG(st.st_mode):
-            with open(path, "rb") as handle:
+    with safeopen.open_tree(root, source.folder, MAX_ENTRIES) as tree:
+        for relative, opened in tree:
+            name = f"{source.id}/{relative}" if relative else source.id
+            if stat.S_ISDIR(opened.st.st_mode):
+                tar.addfile(_tarinfo(name, opened.st, tarfile.DIRTYPE))
+                continue
+            os.lseek(opened.fd, 0, os.SEEK_SET)
+            with open(opened.fd, "rb", closefd=False) as handle:
                 reader = HashingReader(handle, throttle)
-                tar.addfile(_tarinfo(name, st, tarfile.REGTYPE), reader)
-            entry.files.append(FileEntry(relative, st.st_size, reader.digest.hexdigest()))
-        else:  # links and special files are not data: recorded, never followed
-            entry.skipped.append(relative)
+                tar.addfile(_tarinfo(name, opened.st, tarfile.REGTYPE), reader)
+            entry.files.append(FileEntry(relative, opened.st.st_size, reader.digest.hexdigest()))
     return entry
+
+
+def _refusal(source: Source, error: safeopen.Refused) -> Refusal:
+    """What the share's rules refused in a job's folder, as a Refusal; a file the pipeline may
+    not read is the operator's to fix, not the job's: it fails the batch (kind ``permission``,
+    orchestrator/rotation/failures.py) as it did before these rules."""
+    folder = source.folder or Path(source.id)
+    if error.reason == safeopen.DENIED:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES),
+                              str(folder / (error.file or "")))
+    return Refusal(source.id, folder.parent.name, str(error))
 
 
 def _empty_dir(name: str) -> tarfile.TarInfo:
@@ -166,23 +190,30 @@ def _empty_dir(name: str) -> tarfile.TarInfo:
 
 
 def write_archive(target: Path, sources: Sequence[Source], header: dict[str, Any], *,
-                  level: int = 6, throttle: Throttle | None = None,
+                  root: Path, level: int = 6, throttle: Throttle | None = None,
                   progress: Callable[[int, int], None] | None = None) -> Written:
-    """Pack ``sources`` into ``<target's folder>/.<name>.part``, fsynced; not yet verified.
+    """Pack ``sources`` (folders inside the share ``root``) into
+    ``<target's folder>/.<name>.part``, fsynced; not yet verified. A job whose folder holds
+    what the share's rules refuse is left out, listed in ``Written.refused``.
 
     ``progress(jobs_packed, bytes_packed)`` is called after each job.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f".{target.name}.part")
     jobs: list[JobEntry] = []
-    with open(part, "wb") as raw:
+    refused: list[Refusal] = []
+    with _create(part) as raw:
         writer = _HashingWriter(raw)
         with gzip.GzipFile(filename="", mode="wb", fileobj=writer, compresslevel=level,
                            mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
                                                        format=tarfile.PAX_FORMAT) as tar:
             packed_bytes = 0
             for source in sources:
-                jobs.append(_add_job(tar, source, throttle))
+                try:
+                    jobs.append(_add_job(tar, source, root, throttle))
+                except safeopen.Refused as error:
+                    refused.append(_refusal(source, error))
+                    continue
                 packed_bytes += jobs[-1].bytes
                 if progress is not None:
                     progress(len(jobs), packed_bytes)
@@ -193,19 +224,29 @@ def write_archive(target: Path, sources: Sequence[Source], header: dict[str, Any
             tar.addfile(info, io.BytesIO(body))
         raw.flush()
         os.fsync(raw.fileno())
-    return Written(part, writer.digest.hexdigest(), writer.count, jobs, manifest)
+    return Written(part, writer.digest.hexdigest(), writer.count, jobs, manifest, refused)
+
+
+def _create(part: Path) -> BinaryIO:
+    """A new file for the archive, never written through a link planted under its name (a
+    leftover of an earlier attempt is removed first: unlink removes a link, not its target)."""
+    part.unlink(missing_ok=True)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    return open(fd, "wb")
 
 
 def expected_members(jobs: Sequence[JobEntry]) -> dict[str, tuple[int, str]]:
     return {f"{j.id}/{f.path}": (f.size, f.sha256) for j in jobs for f in j.files}
 
 
-def verify_archive(path: Path, sha256: str, expected: dict[str, tuple[int, str]]) -> None:
+def verify_archive(path: Path, sha256: str, expected: dict[str, tuple[int, str]], *,
+                   root: Path) -> None:
     """Read the archive back: every expected file present with its size and sha256, nothing
     else, gzip's own CRC intact, and the file's sha256 as written. Raises CorruptArchive."""
     seen: dict[str, tuple[int, str]] = {}
     try:
-        with open(path, "rb") as raw:
+        with open_archive(root, path) as raw:
             reader = HashingReader(raw)
             with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
                 for name, size, digest in _members(gz):
@@ -246,9 +287,22 @@ def _members(stream: BinaryIO) -> Iterator[tuple[str, int, str]]:
             yield member.name, size, digest.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
+@contextmanager
+def open_archive(root: Path, path: Path) -> Iterator[BinaryIO]:
+    """An archive in the share, read by the share's rules (orchestrator/safeopen.py): one
+    swapped for a link or a FIFO is refused (CorruptArchive), never followed or waited on."""
+    with ExitStack() as stack:
+        try:
+            opened = stack.enter_context(safeopen.open_file(root, path))
+        except safeopen.Refused as refused:
+            raise CorruptArchive(f"archive {path.name} is not read: {refused.reason}") from None
+        yield stack.enter_context(open(opened.fd, "rb", closefd=False))
+
+
+def sha256_of(path: Path, root: Path | None = None) -> str:
+    """The file's sha256; ``root``: the share it is in, whose rules it is read by."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with (open(path, "rb") if root is None else open_archive(root, path)) as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -14,6 +14,7 @@ already archived.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, or_, select
 
+from orchestrator import safeopen
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
 from orchestrator.store.db import transaction
@@ -125,17 +127,33 @@ def eligible_rows(cutoffs: dict[str, datetime], limit: int | None = None,
         remaining = None if remaining is None else remaining - len(rows)
 
 
-def folder_bytes(folder: Path | None) -> int:
-    """Bytes of the regular files under ``folder`` (links not followed)."""
+def folder_bytes(root: Path, folder: Path | None) -> int:
+    """Bytes of the regular files under ``folder``, walked by descriptor from the share's
+    ``root`` (orchestrator/safeopen.py): a folder swapped for a link is not followed, so the
+    sizes of files outside the share never reach the plan. A folder the share's rules refuse
+    counts 0; its batch leaves it out and says why."""
     if folder is None:
         return 0
+    try:
+        with safeopen.open_folder(root, folder) as opened:
+            return _bytes_below(opened)
+    except (safeopen.Refused, FileNotFoundError):
+        return 0
+
+
+def _bytes_below(folder: safeopen.Opened) -> int:
     total = 0
-    with os.scandir(folder) as entries:
+    with os.scandir(folder.fd) as entries:
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                total += folder_bytes(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+            elif stat.S_ISDIR(st.st_mode):
+                below = safeopen.open_below(folder, entry.name, entry.name)
+                try:
+                    total += _bytes_below(below)
+                finally:
+                    os.close(below.fd)
     return total
 
 
@@ -144,7 +162,7 @@ def candidates(share: Share, cutoffs: dict[str, datetime], limit: int | None = N
     for row in eligible_rows(cutoffs, limit):
         folder = share.locate(row.id)
         yield Candidate(row.id, row.state, _utc(row.finished_at), folder,  # type: ignore[arg-type]
-                        folder_bytes(folder))
+                        folder_bytes(share.root, folder))
 
 
 def plan_batches(found: Iterable[Candidate], batch_size: int) -> Iterator[BatchSpec]:

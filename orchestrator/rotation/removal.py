@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,13 +29,29 @@ def remove_job_folder(share: Share, job_id: str) -> bool:
     for name in FOLDERS:
         parent = share.root / name
         folder, doomed = parent / job_id, _doomed(parent, job_id)
+        # A leftover of a crash half-way, or a link planted under the hidden name (which would
+        # make the rename fail, every run): cleared before the rename.
+        removed = _remove(doomed) or removed
         if folder.is_dir() and not folder.is_symlink():
             with contextlib.suppress(FileNotFoundError):  # another remover was first
                 os.rename(folder, doomed)
-        if doomed.exists():
-            shutil.rmtree(doomed, onerror=_gone_is_fine)
-            removed = True
+            removed = _remove(doomed) or removed
     return removed
+
+
+def _remove(doomed: Path) -> bool:
+    """The hidden leftover removed; True if it was a folder. Anything else found under that
+    name (a link planted there) loses its name only: a link is never followed, and what it
+    points to is never touched."""
+    try:
+        st = os.lstat(doomed)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        doomed.unlink(missing_ok=True)
+        return False
+    shutil.rmtree(doomed, onerror=_gone_is_fine)  # rmtree itself never follows a link
+    return True
 
 
 def remove_job_folders(share: Share, job_ids: Iterable[str]) -> int:

@@ -17,13 +17,15 @@ import shutil
 import tarfile
 import uuid
 import zlib
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from orchestrator import safeopen
 from orchestrator.errors import CorruptArchive, IllegalTransition, JobNotFound
 from orchestrator.paths import Share
-from orchestrator.rotation.packing import CHUNK, MANIFEST_NAME, HashingReader
+from orchestrator.rotation.packing import CHUNK, MANIFEST_NAME, HashingReader, open_archive
 from orchestrator.rotation.removal import FOLDERS
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
@@ -51,15 +53,10 @@ def restore(share: Share, job_id: str) -> Restored:
     archive = share.root / job.archive_path
     if not archive.is_file():
         raise JobNotFound(f"archive {job.archive_path} of job {job.id} is missing")
-    staging = share.completed / f".{job.id}.restoring-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        entry, sizes = _extract(archive, job.id, job.archive_sha256 or "", staging)
-        target = share.completed / job.id
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with safeopen.open_folder(share.root, share.completed) as completed:
+        entry, sizes = _restore_into(completed, archive, share.root, job.id,
+                                     job.archive_sha256 or "")
+    target = share.completed / job.id
     previous = entry.get("state")
     store.transition(job.id, JobState.COMPLETED, sources={JobState.ARCHIVED},
                      detail=f"restored from {job.archive_path} ({len(sizes)} files verified by "
@@ -67,13 +64,71 @@ def restore(share: Share, job_id: str) -> Restored:
     return Restored(job.id, target, job.archive_path, len(sizes), sum(sizes.values()), previous)
 
 
-def _extract(archive: Path, job_id: str, sha256: str, staging: Path,
+def _restore_into(completed: safeopen.Opened, archive: Path, root: Path, job_id: str,
+                  sha256: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Extract into a new hidden staging folder of ``completed/`` (by descriptor), then rename
+    it to the job's name; the staging folder is deleted if anything fails."""
+    staging = f".{job_id}.restoring-{uuid.uuid4().hex[:8]}"
+    os.mkdir(staging, dir_fd=completed.fd)  # the modes a folder gets here, as before
+    try:
+        with _Folders(completed, staging) as folders:
+            result = _extract(archive, root, job_id, sha256, folders)
+        os.rename(staging, job_id, src_dir_fd=completed.fd, dst_dir_fd=completed.fd)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True, dir_fd=completed.fd)
+        raise
+    return result
+
+
+class _Folders:
+    """The staging folder and the folders made below it, each opened by descriptor: files are
+    created inside them with O_EXCL | O_NOFOLLOW, so nothing is written through a link that a
+    share user planted in completed/ while the job was being restored."""
+
+    def __init__(self, completed: safeopen.Opened, staging: str) -> None:
+        self.stack = ExitStack()
+        self.top = self._hold(safeopen.open_below(completed, staging, staging))
+        self.opened: dict[tuple[str, ...], safeopen.Opened] = {(): self.top}
+
+    def __enter__(self) -> _Folders:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stack.close()
+
+    def _hold(self, opened: safeopen.Opened) -> safeopen.Opened:
+        self.stack.callback(os.close, opened.fd)
+        return opened
+
+    def folder(self, parts: tuple[str, ...]) -> safeopen.Opened:
+        """The folder ``parts`` below staging, made if missing; a link there is refused."""
+        if parts not in self.opened:
+            parent = self.folder(parts[:-1])
+            with suppress(FileExistsError):
+                os.mkdir(parts[-1], 0o755, dir_fd=parent.fd)
+            self.opened[parts] = self._hold(
+                safeopen.open_below(parent, parts[-1], "/".join(parts)))
+        return self.opened[parts]
+
+    def create(self, parts: tuple[str, ...]) -> int:
+        """A new file (never an existing name, never through a link), open for writing."""
+        parent = self.folder(parts[:-1])
+        try:
+            return os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, 0o600, dir_fd=parent.fd)
+        except FileExistsError:
+            raise safeopen.Refused("something was put under this name in the staging folder "
+                                   "while the job was being restored; nothing was written "
+                                   "through it", file="/".join(parts)) from None
+
+
+def _extract(archive: Path, root: Path, job_id: str, sha256: str, folders: _Folders,
              ) -> tuple[dict[str, Any], dict[str, int]]:
-    """The job's files into ``staging``; (its manifest entry, {file: size}) once all verified."""
+    """The job's files into staging; (its manifest entry, {file: size}) once all verified."""
     found: dict[str, tuple[int, str]] = {}
     manifest: dict[str, Any] = {}
     try:
-        with open(archive, "rb") as raw:
+        with open_archive(root, archive) as raw:
             reader = HashingReader(raw)
             with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
                 with tarfile.open(fileobj=gz, mode="r|") as tar:
@@ -81,7 +136,7 @@ def _extract(archive: Path, job_id: str, sha256: str, staging: Path,
                         if member.name == MANIFEST_NAME:
                             manifest = json.load(tar.extractfile(member))  # type: ignore[arg-type]
                         elif member.name.startswith(f"{job_id}/"):
-                            _write_member(tar, member, job_id, staging, found)
+                            _write_member(tar, member, job_id, folders, found)
                 while gz.read(CHUNK):
                     pass
             reader.drain()
@@ -107,25 +162,26 @@ def _check(archive: Path, job_id: str, manifest: dict[str, Any],
     return entries[0], {path: size for path, (size, _) in found.items()}
 
 
-def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, job_id: str, staging: Path,
-                  found: dict[str, tuple[int, str]]) -> None:
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, job_id: str,
+                  folders: _Folders, found: dict[str, tuple[int, str]]) -> None:
     relative = PurePosixPath(member.name).relative_to(job_id)
     if relative.is_absolute() or ".." in relative.parts:
         raise CorruptArchive(f"unsafe member name {member.name!r}")
-    target = staging.joinpath(*relative.parts)
     if member.isdir():
-        target.mkdir(parents=True, exist_ok=True)
+        folders.folder(relative.parts)
         return
-    if not member.isfile():
-        raise CorruptArchive(f"unexpected member type in {member.name!r}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not member.isfile():  # a link or a device in an archive is never restored
+        raise CorruptArchive(f"unexpected member type in {member.name!r}: only files and "
+                             "folders are restored")
     digest, size = hashlib.sha256(), 0
     source = tar.extractfile(member)
-    with open(target, "wb") as out:
+    fd = folders.create(relative.parts)
+    with open(fd, "wb") as out:
         while chunk := source.read(CHUNK):  # type: ignore[union-attr]
             digest.update(chunk)
             size += len(chunk)
             out.write(chunk)
-    os.chmod(target, member.mode & 0o777)
-    os.utime(target, (member.mtime, member.mtime))
+        out.flush()
+        os.fchmod(fd, member.mode & 0o777)
+        os.utime(fd, (member.mtime, member.mtime))
     found[relative.as_posix()] = (size, digest.hexdigest())

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
+from orchestrator.errors import CorruptArchive
 from orchestrator.paths import Share
 from orchestrator.rotation import journal
 from orchestrator.rotation.packing import discard, sha256_of
@@ -64,6 +66,14 @@ def finish_interrupted(settings: Settings, share: Share) -> Resumed:
     return done
 
 
+def _verifies(share: Share, path: Path, sha256: str | None) -> bool:
+    """The archive is there, read by the share's rules, with the sha256 it was verified with."""
+    try:
+        return sha256_of(path, share.root) == sha256
+    except (FileNotFoundError, CorruptArchive):
+        return False
+
+
 def finish_committed(share: Share, run_id: str, seq: int, archive: str,
                      sha256: str | None = None) -> int | None:
     """Remove the remaining folders of a committed batch's jobs, after checking the archive.
@@ -76,7 +86,7 @@ def finish_committed(share: Share, run_id: str, seq: int, archive: str,
             sha256 = conn.execute(select(rotation_batches.c.archive_sha256)
                                   .where(rotation_batches.c.id == ident)).scalar()
     path = share.root / archive
-    if not path.is_file() or sha256_of(path) != sha256:
+    if not _verifies(share, path, sha256):
         log.error("rotation: archive %s is missing or changed since it was verified; the job "
                   "folders of its batch are kept", archive)
         journal.mark(ident, "committed", "archive missing or changed; folders kept")

@@ -9,18 +9,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator import safeopen
 from orchestrator.errors import DataError
 from orchestrator.paths import write_atomic
 from orchestrator.steps import report_html
 
+#: portfolio.json and quality.json hold figures and two daily series: a few MB at most.
+MAX_STEP_JSON = 256 << 20
 PORTFOLIO_KEYS = ("objective", "expected_return", "volatility", "sharpe", "holdings",
                   "largest_weight", "effective_holdings", "max_drawdown", "weights",
                   "risk_contributions", "method", "solver_status", "selection", "warnings")
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(root: Path, path: Path) -> dict[str, Any]:
+    """An earlier step's JSON file in the job folder, read by the share's rules
+    (orchestrator/safeopen.py; ``root``: the share): a share user who can write to processing/
+    could have swapped it for a link to a file outside the share, whose content would then be
+    copied into report.json."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(safeopen.read_all(root, path, MAX_STEP_JSON))
     except FileNotFoundError:
         raise DataError(f"{path.name} is missing: the step before did not finish",
                         file=path.name) from None
@@ -55,11 +62,13 @@ def build_report(header: dict[str, Any], portfolio: dict[str, Any], quality: dic
 
 
 def write_outputs(job_dir: Path, header: dict[str, Any],
-                  progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[float], None] | None = None, *,
+                  root: Path | None = None) -> dict[str, Any]:
     """Write weights.csv, report.json and report.html from the earlier steps' files;
-    ``progress`` hears the fraction of their bytes written after each file."""
-    portfolio = read_json(job_dir / "portfolio.json")
-    quality = read_json(job_dir / "quality.json")
+    ``progress`` hears the fraction of their bytes written after each file. ``root``: the
+    share the job folder is in (default: the job folder itself is the boundary)."""
+    portfolio = read_json(root or job_dir, job_dir / "portfolio.json")
+    quality = read_json(root or job_dir, job_dir / "quality.json")
     report = build_report(header, portfolio, quality)
     files = {"weights.csv": weights_csv(portfolio["weights"]).encode(),
              "report.json": json_text(report).encode()}

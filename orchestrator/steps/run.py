@@ -73,7 +73,7 @@ def _reference(ctx: StepContext) -> frozenset[str] | None:
 
 
 def run_optimize(ctx: StepContext) -> dict[str, Any]:
-    prices = validate.read_handoff(ctx.folder / HANDOFF)
+    prices = _read_handoff(ctx)
     request = ctx.params.request()
     optimize.check_request(request, prices.shape[1])
     portfolio = optimize.optimize(prices, request, ctx.progress)
@@ -81,5 +81,21 @@ def run_optimize(ctx: StepContext) -> dict[str, Any]:
     return {"holdings": len(portfolio.weights)}
 
 
+def _read_handoff(ctx: StepContext) -> Any:
+    """The validate step's hand-off, read from a private copy taken by the share's rules
+    (orchestrator/safeopen.py): anyone who can write to processing/ could have swapped it for
+    a link to a file outside the share. Float64 takes at most four times the bytes of the CSV
+    cell it came from (at least "1,"), hence the limit."""
+    path = ctx.folder / HANDOFF
+    try:
+        with safeopen.private_copy(ctx.share.root, path,
+                                   4 * ctx.settings.max_input_bytes + (1 << 20)) as private:
+            return validate.read_handoff(private)
+    except FileNotFoundError:
+        raise DataError(f"{HANDOFF} is missing: the validate step did not finish",
+                        file=HANDOFF) from None
+
+
 def run_archive(ctx: StepContext, header: dict[str, Any]) -> dict[str, Any]:
-    return archive.write_outputs(ctx.folder, header, ctx.progress)  # progress: bytes written
+    return archive.write_outputs(ctx.folder, header, ctx.progress,  # progress: bytes written
+                                 root=ctx.share.root)

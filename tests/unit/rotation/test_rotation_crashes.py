@@ -143,14 +143,14 @@ def test_a_folder_that_cannot_be_read_fails_its_batch_only(share, monkeypatch):
     # Given jobs of two days, one job folder unreadable
     bad = make_jobs(share.share, 5, finished_at=days_ago(40))[2]
     good = make_jobs(share.share, 5, finished_at=days_ago(41))
-    real_open = open
+    real_open = os.open  # rotation opens the share's files by descriptor (safeopen)
 
     def guarded_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
         if bad in str(path):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", guarded_open)
+    monkeypatch.setattr("os.open", guarded_open)
     # When a run goes
     run = run_rotation(share.settings)
     monkeypatch.undo()
