@@ -264,7 +264,7 @@ def test_job_parameters_reach_validation_and_the_report_says_what_was_trimmed(
         tmp_path: Path) -> None:
     # given a job folder holding a semicolon file with a late listing, and job parameters
     path = _late(tmp_path)
-    folder = tmp_path / "job"
+    folder = tmp_path / "share" / "processing" / "job"  # steps read only inside the share
     (folder / "input").mkdir(parents=True)
     source = folder / "input" / "late.csv"
     source.write_text(path.read_text().replace(",", ";"))
