@@ -37,7 +37,8 @@ def test_a_tests_redis_keys_are_gone_when_it_ends(tmp_path):
     try:
         # When it runs in its own pytest session
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"--basetemp={tmp_path / 'inner'}", str(tmp_path / "test_inner.py")],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
             env={**os.environ, "PYTHONPATH": str(ROOT), "CLEANUP_KEY": key,
                  "PIPELINE_TEST_REDIS_URL": url})
