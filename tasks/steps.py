@@ -30,19 +30,21 @@ class TruthfulStep(StepTask):
 
     :class:`StepTask` records the failure and returns the message with outcome "failed"; here
     that outcome becomes a raise. ``throws``: an expected failure, logged without a traceback.
-    ``store_errors_even_if_ignored``: steps ignore their results, but the failure is stored
-    (replacing the progress meta's SUCCESS) and propagated to the chain's later task ids, which
-    non-Redis chord backends wait on. A raise is not retried (no ``autoretry_for``; with
-    ``task_acks_on_failure_or_timeout`` the message is acknowledged).
+    Steps ignore their results, but this failure is stored (this request's ``ignore_result``
+    is turned off) and Celery propagates it to the chain's later task ids, which non-Redis
+    chord backends wait on. Only this failure: storing every error would also write to a
+    result backend that is away during an outage, which the outage retries must not meet.
+    A raise is not retried (no ``autoretry_for``; with ``task_acks_on_failure_or_timeout``
+    the message is acknowledged).
     """
 
     throws = (lifecycle.StepFailed,)
-    store_errors_even_if_ignored = True
 
     def __call__(self, payload: dict[str, Any], step: str | None = None) -> dict[str, Any]:
         arrived = JobMessage.decode(payload)
         result = super().__call__(payload, step)
         if arrived.outcome == "ok" and JobMessage.decode(result).outcome == "failed":
+            self.request.ignore_result = False  # read by Celery's trace when it stores errors
             raise lifecycle.step_failed(arrived.job_id, self.step)
         return result
 

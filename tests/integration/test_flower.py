@@ -195,6 +195,9 @@ def test_a_bad_inputs_task_is_red_in_flower_and_its_later_steps_never_succeed(
     assert "row 11" in failed["exception"] and "AMD" in failed["exception"], failed
     # And none of the job's tasks is a success: the later steps never ran
     assert [t["state"] for t in tasks.values()] == ["FAILURE"], tasks
+    # And Flower counted a task-failed event (its workers' Failed column and /metrics)
+    metrics = flower.get("/metrics", auth=None)[1]
+    assert 'flower_events_total{task="pipeline.validate",type="task-failed"' in metrics
     with chromium(tmp_path) as driver:
         # When the browser opens the failed task's page
         host = flower.url.removeprefix("http://")

@@ -151,10 +151,11 @@ def test_channels_and_backoff_follow_the_settings():
 
 def test_heartbeats_and_remarks_are_recorded(env):
     assert heartbeat.last("beat") is None
+    before = store.now()
     heartbeat.record("beat", "sent pipeline.recover_stuck")
     heartbeat.record("beat", "sent pipeline.rotate")
     at, detail = heartbeat.last("beat")  # type: ignore[misc]
-    assert detail == "sent pipeline.rotate" and (store.now() - at).total_seconds() < 5
+    assert detail == "sent pipeline.rotate" and before <= at <= store.now()  # no time budget
     store.create_jobs([store.NewJob("d" * 32, "p.csv", "0" * 64, 1, {})])
     store.note("d" * 32, "notified webhook: HTTP 200")
     last = store.history("d" * 32)[-1]
