@@ -3,9 +3,10 @@
 A step's outcome is classified here, once: data errors fail the job at once (never retried);
 transient errors retry with exponential backoff and jitter up to ``max_retries``; the database
 or broker being away retries the whole delivery (nothing can be recorded meanwhile) up to
-``outage_retries``; anything else fails the job with its type and message. A failed job's
-message still flows down the chain (outcome "failed") so that a batch chord always reaches
-its summary.
+``outage_retries``; anything else fails the job with its type and message. The step then
+returns outcome "failed", which tasks/steps.py turns into a raised StepFailed: the task is a
+FAILURE where operators look (Flower, the result backend) and the later steps never run; a
+batch's chord still reaches its summary through the summary's error callback (tasks/batch.py).
 """
 
 from __future__ import annotations
