@@ -70,7 +70,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     """
     import uvicorn
 
-    from cli.main import orchestrator
+    from cli.common import orchestrator
 
     settings = orchestrator().settings
     host = host or settings.api_host

@@ -2,76 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 import threading
 import time
-from datetime import datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import click
-from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import OperationalError as DatabaseError
 
 from cli import render
 from cli.auth import requires
-from cli.exit_codes import Exit, epilog, exit_code_table, for_error
+from cli.common import PipelineGroup, orchestrator, parse_since, quiet_broken_pipe
+from cli.exit_codes import Exit, epilog, exit_code_table
 from orchestrator.auth import Role
-from orchestrator.errors import ConfigError, JobNotFound, PipelineError
+from orchestrator.errors import ConfigError, JobNotFound
 from orchestrator.optimizer.request import OBJECTIVES
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, STEPS, JobState
-
-
-class PipelineGroup(click.Group):
-    """Turns known errors into one clear line and a named exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from cli.processes import release_result_subscriptions
-
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:  # `pipeline list | head`: the reader went away, not an error
-            quiet_broken_pipe()
-        except PipelineError as error:
-            click.echo(f"error: {error}", err=True)
-            ctx.exit(for_error(error))
-        except (DatabaseError, BrokerError, ConnectionError) as error:
-            click.echo(f"error: unavailable: {str(error).splitlines()[0]}", err=True)
-            ctx.exit(Exit.UNAVAILABLE)
-        except KeyboardInterrupt:
-            ctx.exit(Exit.INTERRUPTED)
-        finally:
-            release_result_subscriptions()
-
-
-def quiet_broken_pipe() -> None:
-    """Exit as a tool killed by SIGPIPE is reported (141), silently: further writes to the
-    closed pipe, including Python's flush at exit, go to /dev/null instead."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    raise SystemExit(Exit.BROKEN_PIPE)
 
 
 @click.group(cls=PipelineGroup, epilog=exit_code_table())
 @click.version_option(package_name="pipeline-orchestrator")
 def pipeline() -> None:
     """Pipeline Orchestrator: price files in, optimized portfolios out, every step recorded."""
-
-
-@cache
-def orchestrator() -> Any:
-    """The orchestrator, with settings validated and the database schema current."""
-    from orchestrator.pipeline import Orchestrator
-    from orchestrator.settings import get_settings
-    from orchestrator.store.db import migrate
-
-    settings = get_settings()
-    migrate()
-    return Orchestrator(settings)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -235,27 +188,13 @@ def list_(state: str | None, since: str | None, limit: int, as_json: bool) -> No
     from orchestrator.batches import batch_names
 
     orchestrator()
-    found = store.list_jobs(JobState(state) if state else None, _since(since), limit=limit)
+    found = store.list_jobs(JobState(state) if state else None, parse_since(since), limit=limit)
     names = batch_names(j.batch_id for j in found)
     if as_json:
         render.emit_json([{**j.to_dict(), "batch_name": names.get(j.batch_id or "")}
                           for j in found])
     else:
         render.console.print(render.jobs_table(found, names))
-
-
-def _since(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
-        return store.now() - timedelta(**{unit: int(match[1])})
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: use 30m, 12h, 7d or an ISO date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=store.now().tzinfo)
 
 
 # -- operator actions ----------------------------------------------------------------------
@@ -405,7 +344,7 @@ def main() -> None:  # console script: settings errors exit 3
 
     try:
         if remote.wanted(sys.argv[1:]):
-            return remote.main()
+            return remote.main(pipeline)
         pipeline()
     except BrokenPipeError:  # raised outside a command (e.g. --help into `head`)
         quiet_broken_pipe()

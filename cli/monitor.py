@@ -154,7 +154,7 @@ def stats(since: str, as_json: bool) -> None:
     From the status database and the broker, so it works without Flower.
     Example: pipeline stats --since 30m
     """
-    from cli.main import orchestrator
+    from cli.common import orchestrator
     from orchestrator.monitoring.stats import collect
 
     orch = orchestrator()
@@ -220,7 +220,7 @@ def exporter(port: int, address: str, since: str, textfile: Path | None, interva
 
     Example: pipeline exporter --port 9808
     """
-    from cli.main import orchestrator
+    from cli.common import orchestrator
     from orchestrator.logs import configure
     from orchestrator.monitoring import exporter as export
 
@@ -297,7 +297,7 @@ def flower(address: str | None, port: int | None, allow_open: bool,
     """
     import os
 
-    from cli.main import orchestrator
+    from cli.common import orchestrator
     from orchestrator.monitoring import flower as config
 
     refused = config.refused_passthrough(flower_args)

@@ -116,30 +116,6 @@ def stop(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> N
             proc.wait()
 
 
-def release_result_subscriptions() -> None:
-    """Forget this thread's result subscriptions before the interpreter exits.
-
-    Celery's Redis result backend subscribes to the result of every task this process
-    publishes; an AsyncResult collected at interpreter shutdown (a chord's holds a reference
-    cycle) then unsubscribes over a new connection while imports no longer work, printing
-    "ImportError: sys.meta_path is None". Nothing here reads those results: drop the
-    subscriptions and close the consumer's connection, so later collection has nothing to do.
-    ``app.backend`` is per thread: call this in the thread that published.
-    """
-    app_module = sys.modules.get("orchestrator.celery")
-    if app_module is None:  # this command never touched Celery
-        return
-    consumer = getattr(app_module.app.backend, "result_consumer", None)
-    subscribed = getattr(consumer, "subscribed_to", None)
-    if consumer is None or subscribed is None:  # not the Redis backend
-        return
-    subscribed.clear()
-    try:
-        consumer.stop()
-    except Exception as error:  # Redis already away: nothing left to close
-        log.debug("result consumer not stopped: %s", error)
-
-
 def stop_on_signals(event: threading.Event) -> None:
     def handler(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -190,4 +166,6 @@ def _watch(orchestrator: Orchestrator, stop_event: threading.Event) -> None:
     try:
         Watcher(orchestrator).run(stop_event, orchestrator.settings.scan_interval)
     finally:
-        release_result_subscriptions()  # this thread's backend: see the function
+        from orchestrator.results import release_result_subscriptions
+
+        release_result_subscriptions()  # this thread's backend: see orchestrator/results.py

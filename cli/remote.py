@@ -23,6 +23,7 @@ import click
 import httpx
 
 from cli import render
+from cli.common import PipelineGroup, parse_since
 from cli.exit_codes import Exit, epilog
 from orchestrator import errors
 from orchestrator.store.jobs import Job, JobEvent
@@ -83,18 +84,16 @@ def as_event(data: dict[str, Any]) -> JobEvent:
     return JobEvent(**{**data, "at": datetime.fromisoformat(data["at"])})
 
 
-def _group() -> click.Group:
-    from cli.main import PipelineGroup
+def _group(local: click.Group) -> click.Group:
+    """The remote group: ``local``'s commands (cli/main.py), answered through the API."""
 
     @click.group(cls=PipelineGroup, epilog=epilog())
     def remote() -> None:
         """Pipeline Orchestrator through its HTTP API (PIPELINE_API_URL)."""
 
-    from cli import main as local
-
     for name, callback in (("submit", submit), ("status", status), ("list", list_),
                            ("history", history), ("cancel", cancel), ("retry", retry)):
-        remote.add_command(_mirror(local.pipeline.commands[name], callback))
+        remote.add_command(_mirror(local.commands[name], callback))
     return remote
 
 
@@ -105,8 +104,8 @@ def _mirror(local: click.Command, callback: Any) -> click.Command:
                          epilog=local.epilog)
 
 
-def main() -> None:
-    _group()(prog_name="pipeline")
+def main(local: click.Group) -> None:
+    _group(local)(prog_name="pipeline")
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -208,11 +207,9 @@ def history(job: str, as_json: bool, token: str | None) -> None:
 def list_(state: str | None, since: str | None, limit: int, as_json: bool,
           token: str | None) -> None:
     """List jobs, newest first."""
-    from cli.main import _since
-
     api = Api(token)
     query: dict[str, Any] = {"state": state} if state else {}
-    after = _since(since)
+    after = parse_since(since)
     if after is not None:
         query["since"] = after.isoformat()
     found = list(_pages(api, query, limit))

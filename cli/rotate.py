@@ -42,7 +42,7 @@ def older_than_option(text: str | None) -> timedelta | None:
 
 
 def _settings() -> Settings:
-    from cli.main import orchestrator
+    from cli.common import orchestrator
 
     return orchestrator().settings  # type: ignore[no-any-return]
 

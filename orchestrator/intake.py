@@ -22,13 +22,14 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from orchestrator import safeopen
 from orchestrator.errors import DataError, PipelineError, TransientError
 from orchestrator.jobspec import make_params, read_job_file, wants_force
 from orchestrator.paths import Share, write_error
 from orchestrator.safeopen import Refused
+from orchestrator.settings import Settings
 from orchestrator.store import intake as records
 from orchestrator.store.jobs import NewJob
 from orchestrator.store.states import JobState
@@ -36,10 +37,19 @@ from orchestrator.watch import faults
 from orchestrator.watch.claim import BATCH_PREFIX, Claim
 from orchestrator.watch.jobrefs import named_csv
 
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Orchestrator
-
 log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What the intake needs of the orchestrator (orchestrator/pipeline.py): where the share is,
+    the settings, and a way to publish recorded jobs. A protocol rather than an import, so the
+    orchestrator can use the intake without the two importing each other."""
+
+    share: Share
+    settings: Settings
+
+    def publish(self, job_ids: list[str], batch_id: str | None, run: int = 0,
+                names: dict[str, str] | None = None) -> None: ...
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Batch:
 
 
 class Intake:
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    def __init__(self, orchestrator: Publisher) -> None:
         self.orch = orchestrator
         self.share = orchestrator.share
         self.settings = orchestrator.settings
@@ -239,7 +249,7 @@ class Intake:
         good = set(outcome.published)
         claims = [t.claim for t in taken if t.job.id in good]
         try:
-            self.orch._publish(outcome.published, batch.id if batch else None,
+            self.orch.publish(outcome.published, batch.id if batch else None,
                                names={t.job.id: t.job.input_name for t in taken})
         except Exception as error:
             if not keep_unpublished:  # the user sees the error now: fail the jobs, keep files

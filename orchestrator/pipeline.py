@@ -65,7 +65,7 @@ class Orchestrator:
         Intake(self).submit([Path(p) for p in paths], params or {}, batch=batch, dedupe=dedupe)
         return batch.id
 
-    def _publish(self, job_ids: list[str], batch_id: str | None, run: int = 0,
+    def publish(self, job_ids: list[str], batch_id: str | None, run: int = 0,
                  names: dict[str, str] | None = None) -> None:
         """Publish each job's chain, or one chord for a batch. Tasks name their input (Flower);
         ``names`` saves the query when the caller has them."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import sys
 import uuid
 
 from celery.app.backends import BACKEND_ALIASES
 from celery.backends.filesystem import FilesystemBackend
 
 SCHEME = "atomicfile"
+log = logging.getLogger(__name__)
 
 
 class FileBackend(FilesystemBackend):
@@ -62,3 +65,27 @@ def register() -> None:
 
 
 register()
+
+
+def release_result_subscriptions() -> None:
+    """Forget this thread's result subscriptions before the interpreter exits.
+
+    Celery's Redis result backend subscribes to the result of every task this process
+    publishes; an AsyncResult collected at interpreter shutdown (a chord's holds a reference
+    cycle) then unsubscribes over a new connection while imports no longer work, printing
+    "ImportError: sys.meta_path is None". Nothing here reads those results: drop the
+    subscriptions and close the consumer's connection, so later collection has nothing to do.
+    ``app.backend`` is per thread: call this in the thread that published.
+    """
+    app_module = sys.modules.get("orchestrator.celery")
+    if app_module is None:  # this command never touched Celery
+        return
+    consumer = getattr(app_module.app.backend, "result_consumer", None)
+    subscribed = getattr(consumer, "subscribed_to", None)
+    if consumer is None or subscribed is None:  # not the Redis backend
+        return
+    subscribed.clear()
+    try:
+        consumer.stop()
+    except Exception as error:  # Redis already away: nothing left to close
+        log.debug("result consumer not stopped: %s", error)

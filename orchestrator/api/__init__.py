@@ -1,5 +1,3 @@
-"""The HTTP API (/v1) and the jobs page: see orchestrator/api/app.py and docs/api.md."""
-
-from orchestrator.api.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP API (/v1) and the jobs page: ``orchestrator.api.app.create_app`` builds the app;
+docs/api.md describes it. Nothing is imported here, so that the modules of this package can
+import each other's names without going through the app (no import cycle)."""

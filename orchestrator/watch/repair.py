@@ -157,7 +157,7 @@ def _publish_again(orch: Orchestrator, batch_id: str | None, items: list[tuple[A
         ready.append((row, claim))
     if not ready:
         return
-    orch._publish([row.id for row, _ in ready], batch_id, run=1)
+    orch.publish([row.id for row, _ in ready], batch_id, run=1)
     for row, claim in ready:
         claim.done()
         done.published.append(row.id)
