@@ -149,15 +149,20 @@ def run_all(orchestrator: Orchestrator, concurrency: int, by_role: bool = False)
     watcher.start()
     print(f"pipeline up: drop CSV files into {orchestrator.share.input} (Ctrl-C stops)",
           flush=True)
+    failed = False
     while not stop_event.wait(1.0):
-        if any(proc.poll() is not None for proc in children):
-            log.error("a child process exited; stopping the others")
+        exited = [proc for proc in children if proc.poll() is not None]
+        if exited:  # e.g. a worker that lost its Redis or RabbitMQ exits for a restart
+            log.error("%s exited with %s; stopping the others so that this process's "
+                      "supervisor restarts them all", " ".join(map(str, exited[0].args)),
+                      exited[0].returncode)
+            failed = True
             break
     stop_event.set()
     watcher.join(timeout=10)
     stop(children)
     lock.close()
-    return 0
+    return 1 if failed else 0
 
 
 def _watch(orchestrator: Orchestrator, stop_event: threading.Event) -> None:
