@@ -23,6 +23,7 @@ import click
 import httpx
 
 from cli import render
+from cli.auth import read_token_file
 from cli.common import PipelineGroup, parse_since
 from cli.exit_codes import Exit, epilog
 from orchestrator import errors
@@ -98,9 +99,14 @@ def _group(local: click.Group) -> click.Group:
 
 
 def _mirror(local: click.Command, callback: Any) -> click.Command:
-    """The local command's arguments, options (--token included) and help; our callback.
-    Both modes parse the same command line because it is one declaration."""
-    return click.Command(local.name, params=local.params, callback=callback, help=local.help,
+    """The local command's arguments, options (--token and --token-file included) and help;
+    our callback. Both modes parse the same command line because it is one declaration."""
+
+    def run(token: str | None = None, token_file: Path | None = None, **options: Any) -> Any:
+        return callback(token=token or (read_token_file(token_file) if token_file else None),
+                        **options)
+
+    return click.Command(local.name, params=local.params, callback=run, help=local.help,
                          epilog=local.epilog)
 
 
@@ -213,10 +219,13 @@ def list_(state: str | None, since: str | None, limit: int, as_json: bool,
     if after is not None:
         query["since"] = after.isoformat()
     found = list(_pages(api, query, limit))
+    names = {batch: api.call("GET", f"/v1/batches/{batch}")["name"]  # as the local list shows
+             for batch in {j.batch_id for j in found if j.batch_id}}
     if as_json:
-        render.emit_json([j.to_dict() for j in found])
+        render.emit_json([{**j.to_dict(), "batch_name": names.get(j.batch_id or "")}
+                          for j in found])
     else:
-        render.console.print(render.jobs_table(found))
+        render.console.print(render.jobs_table(found, names))
 
 
 def _pages(api: Api, query: dict[str, Any], limit: int) -> Iterator[Job]:
