@@ -6,8 +6,10 @@ them) and fail in CI, where ``PIPELINE_REQUIRE_SERVERS=1`` is set by ``.ci/run``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -53,15 +55,19 @@ def server_url(name: str) -> str:
     pytest.skip(message)
 
 
-#: Suites that only ``pytest --full`` runs: they kill processes, fuzz for a time budget or build
-#: network namespaces, and together take most of the suite's time. ``pytest`` alone is the quick
-#: layer (unit tests and the real-worker integration tests that prove the main paths).
-FULL_ONLY = ("fault", "fuzz", "multihost")
+#: ``pytest`` alone is the quick layer (a few minutes): every unit test, and these real-worker
+#: tests, which prove the main paths end to end — a job and a batch on the embedded default, on
+#: Redis + PostgreSQL and on RabbitMQ, a failed step seen as failed, the HTTP API's flow, the
+#: CLI a user types. ``pytest --full`` runs everything: also the rest of tests/integration,
+#: tests/e2e and tests/api, and the fault, fuzz and multi-host suites.
+QUICK = ("unit",)
+QUICK_FILES = ("integration/test_embedded_pipeline.py", "integration/test_servers_pipeline.py",
+               "integration/test_failed_steps.py", "api/test_api_flow.py", "e2e/test_cli.py")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true",
-                     help="run every test: also tests/fault, tests/fuzz, tests/multihost")
+                     help="run every test, not only the quick layer (QUICK in tests/conftest.py)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,9 +76,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, skipped = [], []
     here = Path(__file__).parent
     for item in items:
-        inside = item.path.is_relative_to(here)  # a test's own inner session may run elsewhere
-        folder = item.path.relative_to(here).parts[0] if inside else ""
-        (skipped if folder in FULL_ONLY else kept).append(item)
+        if not item.path.is_relative_to(here):  # a test's own inner session, run elsewhere
+            kept.append(item)
+            continue
+        where = item.path.relative_to(here)
+        quick = where.parts[0] in QUICK or where.as_posix() in QUICK_FILES
+        (kept if quick else skipped).append(item)
     if skipped:
         config.hook.pytest_deselected(items=skipped)
         items[:] = kept
@@ -229,6 +238,15 @@ class Process:
             self.proc.kill()
             return self.proc.wait()
 
+    def discard(self) -> None:
+        """End it and its children at once, when the test is over: a Celery worker's warm (or
+        cold) shutdown takes 5-7 s here on every broker, most of the suite's teardown time, and
+        nothing is left to finish. The process leads its own session (``spawn``)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
@@ -245,7 +263,15 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 
     yield start
     for process in started:
-        process.stop()
+        if _is_worker(process):
+            process.discard()
+        else:
+            process.stop()
+
+
+def _is_worker(process: Process) -> bool:
+    args = [str(a) for a in process.proc.args]  # type: ignore[union-attr]
+    return "celery" in args and "worker" in args
 
 
 @pytest.fixture

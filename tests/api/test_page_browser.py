@@ -3,7 +3,6 @@ watch it complete live, open its report. Screenshots go to artifacts/ (gitignore
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,33 +11,15 @@ import pytest
 
 from tests.api.conftest import make_tokens, prices, start_api
 from tests.conftest import Env, Process
-from tests.integration.test_flower import ARTIFACTS, _chromedriver
+from tests.support import ARTIFACTS, chromium
 
 pytestmark = [pytest.mark.slow]
 
 
-#: Headless, no sandbox (root in CI), nothing fetched from the network by the browser itself.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1000")
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _chromedriver()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    try:
+    with chromium(tmp_path, window="1400,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_upload_through_the_form_watch_it_complete_and_open_the_report(

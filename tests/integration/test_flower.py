@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +18,11 @@ import pytest
 from orchestrator.celery import create_app
 from orchestrator.pipeline import Orchestrator
 from orchestrator.settings import reset_settings
-from tests.conftest import REQUIRE, Env, Process
-from tests.support import bad_cell_copy, wait_final
+from tests.conftest import Env, Process
+from tests.support import ARTIFACTS, bad_cell_copy, chromium, wait_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 USER, PASSWORD = "ops", "flower-test-pass"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def free_port() -> int:
@@ -124,40 +119,6 @@ def test_flower_lists_a_jobs_tasks_refuses_strangers_and_exports_metrics(flower,
         assert f'flower_events_total{{task="pipeline.validate",type="{event}"' in metrics
     # And Flower keeps its state in var/ (persistent mode)
     assert list((flower.env.root / "var").glob("flower.db*"))
-
-
-def _chromedriver() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        message = ("chromium and chromedriver are needed (Debian: apt-get install chromium "
-                   "chromium-driver)")
-        if REQUIRE:
-            pytest.fail(message)
-        pytest.skip(message)
-    return browser, driver
-
-
-@contextmanager
-def chromium(tmp_path: Path) -> Iterator[Any]:
-    """Headless chromium driven by selenium, quit at the end."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver_path = _chromedriver()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1600,900",
-                 f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_a_browser_logs_in_and_sees_the_jobs_tasks(flower, sample_csv, tmp_path):
