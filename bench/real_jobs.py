@@ -282,11 +282,13 @@ def run_steps(path: Path) -> dict[str, Any]:
     from orchestrator.settings import Settings
     from orchestrator.steps import run
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-steps-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-steps-"))
+    folder = root / "share" / "processing" / "bench"  # steps read only inside the share
     try:
-        (folder / "input").mkdir()
+        (folder / "input").mkdir(parents=True)
         shutil.copyfile(path, folder / "input" / path.name)
-        ctx = run.StepContext("bench", folder, JobParams(**PARAMS), Settings(),
+        settings = Settings(share_dir=root / "share", var_dir=root / "var")
+        ctx = run.StepContext("bench", folder, JobParams(**PARAMS), settings,
                               lambda _fraction: None, path.name)
         out: dict[str, Any] = {}
         header: dict[str, Any] = {"job_id": "bench", "input": path.name, "params": PARAMS,
@@ -310,7 +312,7 @@ def run_steps(path: Path) -> dict[str, Any]:
                            if (folder / name).exists()}
         return out
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _reset_peak() -> None:

@@ -83,7 +83,7 @@ def job_context(root: Path, source: Path) -> run.StepContext:
     from orchestrator.jobspec import JobParams
     from orchestrator.settings import Settings
 
-    folder = root / "job"
+    folder = root / "share" / "processing" / "job"  # steps read only inside the share
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "input").mkdir(parents=True)
     shutil.copyfile(source, folder / "input" / source.name)

@@ -116,10 +116,10 @@ def test_the_exact_solve_is_bounded_by_work_not_by_the_clock(sample_prices, monk
     # when the exact MIQP runs
     chosen, verdict = cardinality.exact(qp.Problem("min_volatility", est.mu, est.cov), 20,
                                         0.01, 0.25)
-    # then no wall-clock budget decides it (a busy machine gets the same answer), an
-    # iteration budget does, and the sample is proven within it
-    assert seen.get("time_limit", 0) == 0
+    # then an iteration budget decides it, with a wall-clock cap only as a safety net for hard
+    # instances (the branch and bound ran for minutes on random walks), and the sample is proven
     assert seen["iter_limit"] == cardinality.EXACT_ITERATIONS
+    assert seen["time_limit"] == cardinality.EXACT_SECONDS_CAP
     assert verdict == "proven optimal" and chosen is not None and chosen.size == 20
 
 
