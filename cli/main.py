@@ -15,7 +15,7 @@ from cli.auth import requires
 from cli.common import PipelineGroup, orchestrator, parse_since, quiet_broken_pipe
 from cli.exit_codes import Exit, epilog, exit_code_table
 from orchestrator.auth import Role
-from orchestrator.errors import ConfigError, JobNotFound
+from orchestrator.errors import ConfigError, DataError, JobNotFound
 from orchestrator.optimizer.request import OBJECTIVES
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, STEPS, JobState
@@ -81,6 +81,10 @@ def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: b
 
     folders = [f for f in files if f.is_dir()]
     singles = [f for f in files if f.is_file()]
+    neither = [f for f in files if f not in folders and f not in singles]
+    if neither:  # a FIFO, socket or device was dropped in silence, exit 0, nothing recorded
+        raise DataError("not a regular file or a folder (a FIFO, socket or device is never "
+                        "read)", file=str(neither[0]))
     batch_ids = [orch.submit_batch(batch_members(d), params, name=d.name, dedupe=dedupe)
                  for d in folders]
     if batch and singles:

@@ -103,3 +103,16 @@ def test_submit_wait_on_a_failed_job_prints_the_reason(env, worker, tmp_path):
     message = job.error["message"]
     assert "bad_dates.csv" in message
     assert f"job {job.id} failed in validate: {message}" in done.stdout.splitlines()
+
+
+def test_submit_of_a_fifo_is_refused_saying_so_not_dropped_in_silence(env, tmp_path):
+    # given a FIFO where a price file should be (it would block whoever opens it)
+    import os
+
+    fifo = tmp_path / "prices.csv"
+    os.mkfifo(fifo)
+    # when it is submitted, then it is refused naming the file, exit 5, and nothing recorded
+    result = run(env, "submit", str(fifo))
+    assert result.returncode == 5, (result.returncode, result.stdout, result.stderr)
+    assert "prices.csv" in result.stderr and "not a regular file" in result.stderr
+    assert store.list_jobs() == []
