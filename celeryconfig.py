@@ -13,16 +13,11 @@ from kombu import Exchange, Queue
 
 from orchestrator import results, security, transport
 from orchestrator.rotation.schedule import beat_entries as rotation_beat
-from orchestrator.settings import STEPS, Settings, get_settings
+from orchestrator.settings import Settings, get_settings
+from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
 
-QUEUE_NAMES = ("validate", "optimize", "archive", "maintenance")
-ROUTES = {
-    "pipeline.validate": {"queue": "validate"},
-    "pipeline.optimize": {"queue": "optimize"},
-    "pipeline.archive": {"queue": "archive"},
-    "pipeline.*": {"queue": "maintenance"},
-}
-
+#: The default pipeline's queues (deploy/ names them); a worker serves ``settings.steps``'.
+QUEUE_NAMES = PIPELINE.all_queues
 
 def build(s: Settings) -> dict[str, Any]:
     # Signing replaces the task serializer; TLS adds certificate checks (deploy/README.md).
@@ -35,9 +30,10 @@ def _connections(s: Settings) -> dict[str, Any]:
         "broker_url": s.broker,
         "result_backend": s.results,
         "broker_connection_retry_on_startup": True,
-        "task_queues": [Queue(n, Exchange(n, type="direct"), routing_key=n) for n in QUEUE_NAMES],
-        "task_default_queue": "maintenance",
-        "task_routes": ROUTES,
+        "task_queues": [Queue(n, Exchange(n, type="direct"), routing_key=n)
+                        for n in s.steps.all_queues],
+        "task_default_queue": MAINTENANCE_QUEUE,
+        "task_routes": s.steps.routes(),
     }
     if s.embedded_broker:
         conf["broker_transport_options"] = transport.transport_options(
@@ -96,7 +92,7 @@ def _delivery(s: Settings) -> dict[str, Any]:
         "task_annotations": {
             f"pipeline.{step}": dict(zip(("soft_time_limit", "time_limit"), s.time_limits(step),
                                          strict=True))
-            for step in STEPS
+            for step in s.steps.names
         },
         "worker_max_tasks_per_child": s.worker_max_tasks_per_child,
         "worker_max_memory_per_child": s.worker_max_memory_per_child,

@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from orchestrator.steps.registry import PIPELINE
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "tmp" / "real_jobs"
 SAMPLE = ROOT / "orchestrator" / "examples" / "sp500_sample.csv"
@@ -59,7 +61,7 @@ PARAMS = {"portfolio_size": 20, "objective": "min_volatility", "min_weight": 0.0
           "max_weight": 0.10}
 SETUPS = ("embedded", "redis+postgresql")
 SCALING = tuple(f"{n}x{d}" for d in (756, 2520) for n in (50, 500, 2000, 5000, 10000))
-STEPS = ("validate", "optimize", "archive")
+STEPS = PIPELINE.names
 
 
 # --------------------------------------------------------------------------- the files
@@ -291,18 +293,13 @@ def run_steps(path: Path) -> dict[str, Any]:
         ctx = run.StepContext("bench", folder, JobParams(**PARAMS), settings,
                               lambda _fraction: None, path.name)
         out: dict[str, Any] = {}
-        header: dict[str, Any] = {"job_id": "bench", "input": path.name, "params": PARAMS,
-                                  "timings": {}}
         for step in STEPS:
             _reset_peak()
             started = time.perf_counter()
-            if step == "archive":
-                run.run_archive(ctx, header)
-            else:
-                getattr(run, f"run_{step}")(ctx)
+            getattr(run, f"run_{step}")(ctx)
             out[f"{step}_s"] = time.perf_counter() - started
             out[f"{step}_rss_mb"] = _own_peak_mb()
-            header["timings"][f"{step}_seconds"] = out[f"{step}_s"]
+            ctx.timings[f"{step}_seconds"] = out[f"{step}_s"]
             if step == "optimize":
                 stages = json.loads((folder / run.PORTFOLIO).read_text())["timings"]
                 out.update({f"stage_{k.removesuffix('_seconds')}_s": v

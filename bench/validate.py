@@ -97,7 +97,7 @@ def whole_job(ctx: run.StepContext) -> None:
     the same folder rewrites the same files, as a redelivered one does)."""
     run.run_validate(ctx)
     run.run_optimize(ctx)
-    run.run_archive(ctx, {})
+    run.run_archive(ctx)
 
 
 def measure(tickers: int, days: int, repeat: int, root: Path, skip: set[str],

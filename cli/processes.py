@@ -23,9 +23,12 @@ from typing import IO
 
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline import Orchestrator
+from orchestrator.settings import get_settings
+from orchestrator.steps.registry import PIPELINE
 
 log = logging.getLogger(__name__)
-QUEUES = "validate,optimize,archive,maintenance"
+#: The default pipeline's queues (orchestrator/steps/registry.py).
+QUEUES = ",".join(PIPELINE.all_queues)
 #: Worker roles of ``pipeline up --workers-by-role``: the queue groups of deploy/ and of the
 #: README's "Many machines" (node name, queues, whether it takes --concurrency or runs one).
 ROLES = (("steps", "validate,archive", True), ("optimize", "optimize", True),
@@ -42,8 +45,10 @@ def celery_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "orchestrator", *args]
 
 
-def worker_command(concurrency: int, name: str = "pipeline", queues: str = QUEUES,
+def worker_command(concurrency: int, name: str = "pipeline", queues: str | None = None,
                    loglevel: str = "INFO") -> list[str]:
+    """A worker of every queue of the configured pipeline, unless ``queues`` names some."""
+    queues = queues or ",".join(get_settings().steps.all_queues)
     return celery_command("worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h",
                           "--loglevel", loglevel, "--without-gossip", "--without-mingle")
 

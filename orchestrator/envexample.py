@@ -65,7 +65,7 @@ SECTIONS: dict[str, str] = {
     "broker_polling_interval": "Watcher and workers",
     "portfolio_size": "Job defaults (a job file or `pipeline submit` options override them)",
     "max_gap_days": "Validation of price files",
-    "validate_soft_time_limit": "Time limits, retries, recovery",
+    "step_registry": "Steps (orchestrator/steps/registry.py), time limits, retries, recovery",
     "retention_days": "Storage rotation",
     "auth": "Access tokens for the CLI",
     "security_key": "Signed task messages, TLS, secrets from files (deploy/README.md)",

@@ -20,11 +20,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator import secretfiles
 from orchestrator.errors import ConfigError
+from orchestrator.steps import registry
+from orchestrator.steps.registry import PIPELINE, StepRegistry
 
 Objective = Literal["min_volatility", "max_sharpe", "efficient_risk", "efficient_return",
                     "risk_parity"]
-#: The pipeline's steps, in order (kept here so settings need no other module).
-STEPS: tuple[str, ...] = ("validate", "optimize", "archive")
+#: The built-in pipeline's step names, in order (declared in orchestrator/steps/registry.py).
+STEPS: tuple[str, ...] = PIPELINE.names
 
 
 class Settings(BaseSettings):
@@ -68,12 +70,16 @@ class Settings(BaseSettings):
     late_listing: Literal["trim_history", "drop_ticker"] = Field(
         "trim_history", description="a late-listed ticker: trim every history, or drop it")
 
-    validate_soft_time_limit: int = Field(120, gt=0)
-    validate_time_limit: int = Field(150, gt=0)
-    optimize_soft_time_limit: int = Field(300, gt=0)
-    optimize_time_limit: int = Field(360, gt=0)
-    archive_soft_time_limit: int = Field(120, gt=0)
-    archive_time_limit: int = Field(150, gt=0)
+    step_registry: str = Field(
+        "orchestrator.steps.registry:PIPELINE",
+        description="the job's steps: module:attribute of a StepRegistry")
+    # Overrides of the built-in steps' declared limits (orchestrator/steps/registry.py).
+    validate_soft_time_limit: int = Field(PIPELINE["validate"].soft_time_limit, gt=0)
+    validate_time_limit: int = Field(PIPELINE["validate"].time_limit, gt=0)
+    optimize_soft_time_limit: int = Field(PIPELINE["optimize"].soft_time_limit, gt=0)
+    optimize_time_limit: int = Field(PIPELINE["optimize"].time_limit, gt=0)
+    archive_soft_time_limit: int = Field(PIPELINE["archive"].soft_time_limit, gt=0)
+    archive_time_limit: int = Field(PIPELINE["archive"].time_limit, gt=0)
     lease_grace_seconds: int = Field(30, ge=1, description="added to a step's hard limit")
     visibility_timeout: int | None = Field(None, gt=0, description="Redis; default 2×limit+60")
     max_retries: int = Field(3, ge=0, le=20, description="transient step errors")
@@ -242,20 +248,32 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> Settings:
-        for step in STEPS:
+        try:
+            steps = self.steps
+        except (ImportError, ValueError, AttributeError) as error:
+            raise ValueError(f"PIPELINE_STEP_REGISTRY={self.step_registry}: {error}") from None
+        for step in steps.names:
             soft, hard = self.time_limits(step)
             if soft >= hard:
                 raise ValueError(f"PIPELINE_{step.upper()}_SOFT_TIME_LIMIT ({soft}) must be "
                                  f"below PIPELINE_{step.upper()}_TIME_LIMIT ({hard})")
         return self
 
+    @property
+    def steps(self) -> StepRegistry:
+        """The job's steps (PIPELINE_STEP_REGISTRY; default: orchestrator/steps/registry.py)."""
+        return _registry(self.step_registry)
+
     def time_limits(self, step: str) -> tuple[int, int]:
-        """(soft, hard) seconds for a step."""
-        return getattr(self, f"{step}_soft_time_limit"), getattr(self, f"{step}_time_limit")
+        """(soft, hard) seconds for a step: as declared, unless PIPELINE_<STEP>_* is set."""
+        declared = self.steps[step]
+        soft, hard = f"{step}_soft_time_limit", f"{step}_time_limit"
+        return (getattr(self, soft) if soft in self.model_fields_set else declared.soft_time_limit,
+                getattr(self, hard) if hard in self.model_fields_set else declared.time_limit)
 
     @property
     def longest_time_limit(self) -> int:
-        return max(self.time_limits(step)[1] for step in STEPS)
+        return max(self.time_limits(step)[1] for step in self.steps.names)
 
     def lease_seconds(self, step: str) -> int:
         return self.time_limits(step)[1] + self.lease_grace_seconds
@@ -395,6 +413,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known |= {f"{name}_FILE" for name in known}
     return sorted(key for key in environ if key.startswith("PIPELINE_") and key not in known
                   and not key.startswith(NOT_SETTINGS))
+
+
+@lru_cache(maxsize=8)
+def _registry(path: str) -> StepRegistry:
+    return registry.load(path)
 
 
 @lru_cache(maxsize=1)

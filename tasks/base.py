@@ -106,18 +106,19 @@ class StepTask(Task):
         if begun is None:
             return message.ended("cancelled")
         started = perf_counter()
-        outcome = self._guarded(self._context(begun.job, lease), message)
+        outcome = self._guarded(self._context(begun.job, lease, message), message)
         progress_meta.finished(self, outcome.outcome)
         return outcome.with_metrics(**{f"{self.step}_seconds": round(perf_counter() - started, 4)})
 
-    def _context(self, job: store.Job, lease: float) -> StepContext:
+    def _context(self, job: store.Job, lease: float, message: JobMessage) -> StepContext:
         settings = get_settings()
         share = Share(settings.share_dir)
         return StepContext(
             job_id=job.id, folder=share.locate(job.id) or share.job_dir(job.id),
             params=JobParams(**job.params), settings=settings,
             progress=lambda f: self._progress(job.id, f, lease),
-            input_name=job.input_name,
+            input_name=job.input_name, created_at=job.created_at.isoformat(),
+            timings=dict(message.metrics),
         )
 
     def _progress(self, job_id: str, fraction: float, lease: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from orchestrator.celery import app
-from orchestrator.recovery import recover_stuck_jobs
+from orchestrator.reconciler.runs import reconcile_runs
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 @app.task(name="pipeline.recover_stuck", ignore_result=True)
 def recover_stuck() -> dict[str, int]:
     """Jobs in processing past the step's hard limit with no progress: requeue or fail."""
-    outcome = recover_stuck_jobs()
+    outcome = reconcile_runs()
     if any(outcome.values()):
         log.warning("stuck-job recovery: %s", outcome)
     return outcome

@@ -1,4 +1,5 @@
-"""The three steps of a job, and the error callback for what the steps could not catch.
+"""The step tasks, made from the step registry, and the error callback for what the steps
+could not catch.
 
 A step that fails its job ends as a task FAILURE (:class:`~orchestrator.lifecycle.StepFailed`)
 after the lifecycle has recorded the failure, so Flower and the result backend show the truth
@@ -12,14 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import Celery, Task
+
 from orchestrator import lifecycle
 from orchestrator.celery import app
 from orchestrator.messages import JobMessage
 from orchestrator.paths import Share
 from orchestrator.settings import get_settings
-from orchestrator.steps import run as steps
+from orchestrator.steps.registry import StepRegistry
 from orchestrator.steps.run import StepContext
-from orchestrator.store import jobs as store
 from tasks.base import OUTAGE, StepTask
 
 log = logging.getLogger(__name__)
@@ -49,39 +51,33 @@ class TruthfulStep(StepTask):
         return result
 
 
-class Validate(TruthfulStep):
-    name = "pipeline.validate"
-    step = "validate"
-
     def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
-        return steps.run_validate(ctx)
+        return self.work(ctx)
 
-
-class Optimize(TruthfulStep):
-    name = "pipeline.optimize"
-    step = "optimize"
-
-    def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
-        return steps.run_optimize(ctx)
-
-
-class Archive(TruthfulStep):
-    name = "pipeline.archive"
-    step = "archive"
-
-    def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
-        job = store.get_job(ctx.job_id)
-        header = {"job_id": job.id, "input": job.input_name, "params": job.params,
-                  "timings": message.metrics, "created_at": job.created_at.isoformat()}
-        return steps.run_archive(ctx, header)
+    @staticmethod
+    def work(ctx: StepContext) -> dict[str, Any]:
+        raise NotImplementedError  # each registered step's own (register_steps)
 
     def finish(self, ctx: StepContext, metrics: dict[str, Any]) -> None:
-        lifecycle.complete(ctx.share, ctx.job_id, metrics)
+        """The last step ends the job (also when the work is a no-op)."""
+        if self.step == ctx.settings.steps.last:
+            lifecycle.complete(ctx.share, ctx.job_id, metrics)
 
 
-validate = app.register_task(Validate())
-optimize = app.register_task(Optimize())
-archive = app.register_task(Archive())
+def register_steps(celery_app: Celery, steps: StepRegistry) -> dict[str, Task]:
+    """One task per step of ``steps`` (orchestrator/steps/registry.py): ``pipeline.<name>``,
+    running the step's plain function."""
+    made = {}
+    for step in steps:
+        kind = type(f"{step.name.title().replace('_', '')}Step", (TruthfulStep,), {
+            "name": step.task_name, "step": step.name, "work": staticmethod(step.function()),
+            "__module__": __name__})
+        made[step.name] = celery_app.register_task(kind())
+    return made
+
+
+#: The configured pipeline's step tasks, by step name.
+STEP_TASKS = register_steps(app, get_settings().steps)
 
 
 @app.task(name="pipeline.record_crash")

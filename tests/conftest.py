@@ -62,7 +62,8 @@ def server_url(name: str) -> str:
 #: tests/e2e and tests/api, and the fault, fuzz and multi-host suites.
 QUICK = ("unit",)
 QUICK_FILES = ("integration/test_embedded_pipeline.py", "integration/test_servers_pipeline.py",
-               "integration/test_failed_steps.py", "api/test_api_flow.py", "e2e/test_cli.py")
+               "integration/test_failed_steps.py", "integration/test_step_registry.py",
+               "api/test_api_flow.py", "e2e/test_cli.py")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -278,8 +279,9 @@ def _is_worker(process: Process) -> bool:
 def worker(spawn: Callable[..., Process]) -> Callable[..., Process]:
     """A real ``celery -A orchestrator worker`` on every queue, started and ready."""
 
-    def start(env: Env, concurrency: int = 2, queues: str = "validate,optimize,archive,"
-              "maintenance") -> Process:
+    def start(env: Env, concurrency: int = 2, queues: str | None = None) -> Process:
+        """``queues``: default every queue of the configured pipeline."""
+        queues = queues or ",".join(get_settings().steps.all_queues)
         name = f"w{uuid.uuid4().hex[:6]}"
         process = spawn([sys.executable, "-m", "celery", "-A", "orchestrator", "worker", "-Q",
                          queues, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",

@@ -235,7 +235,8 @@ async def cancel_job(job_id: str, request: Request, _who: Operator) -> models.Jo
              responses=models.error_responses(401, 403, 404, 409, 503))
 async def retry_job(job_id: str, request: Request, _who: Operator,
                     from_step: Annotated[str | None, Query(
-                        pattern="^(validate|optimize|archive)$")] = None) -> JSONResponse:
+                        description="a step's name (default: the step that failed)")] = None,
+                    ) -> JSONResponse:
     orch = orchestrator(request)
     await run_in_threadpool(store.get_job, job_id)
     return accepted(await run_in_threadpool(orch.retry, job_id, from_step))

@@ -18,7 +18,7 @@ from celery import Task, states
 from celery.app.task import get_actual_ignore_result
 from celery.backends.base import DisabledBackend
 
-from orchestrator.lifecycle import STEP_SPAN, STEP_START
+from orchestrator.settings import get_settings
 
 log = logging.getLogger(__name__)
 PROGRESS = "PROGRESS"
@@ -27,7 +27,7 @@ _written: dict[str, tuple[float, dict[str, Any]]] = {}  # task id -> (monotonic,
 
 
 def percent(step: str, fraction: float) -> float:
-    return round(STEP_START[step] + STEP_SPAN[step] * min(max(fraction, 0.0), 1.0), 1)
+    return round(get_settings().steps.progress_at(step, fraction), 1)
 
 
 def report(task: Task, job_id: str, step: str, fraction: float) -> None:

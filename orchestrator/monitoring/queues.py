@@ -15,12 +15,14 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-QUEUE_NAMES = ("validate", "optimize", "archive", "maintenance")
+from orchestrator.settings import get_settings
 
 
-def depths(app: Celery, names: tuple[str, ...] = QUEUE_NAMES, timeout: float = 3.0,
+def depths(app: Celery, names: tuple[str, ...] | None = None, timeout: float = 3.0,
            ) -> dict[str, int]:
-    """Messages waiting in each queue. Raises the broker's error if it cannot be reached."""
+    """Messages waiting in each queue (default: every queue of the configured pipeline).
+    Raises the broker's error if it cannot be reached."""
+    names = names or get_settings().steps.all_queues
     out: dict[str, int] = {}
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=timeout)

@@ -25,9 +25,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from orchestrator.settings import get_settings
 from orchestrator.store.db import transaction
 from orchestrator.store.jobs import _utc, count_by_state, now
-from orchestrator.store.states import STEPS, JobState
+from orchestrator.store.states import JobState
 from orchestrator.store.tables import job_events, jobs
 
 S = JobState
@@ -114,7 +115,8 @@ def database_stats(window: timedelta) -> dict[str, Any]:
         "throughput_per_minute": round(len(ended) / (window.total_seconds() / 60), 4),
         "failure_rate": round(by_state[S.FAILED] / judged, 4) if judged else None,
         "durations": {name: summary(durations.get(name, []))
-                      for name in ("queued", *STEPS)} | {"end_to_end": summary(end_to_end)},
+                      for name in ("queued", *get_settings().steps.names)}
+                     | {"end_to_end": summary(end_to_end)},
         "oldest_queued_seconds": oldest_queued_age(),
     }
 

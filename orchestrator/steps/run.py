@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,17 @@ PORTFOLIO = "portfolio.json"
 
 @dataclass(frozen=True)
 class StepContext:
+    """What a step's run function is given: its job, the job's folder and parameters, the
+    settings, a progress callback (fraction done, 0..1), and what the job did so far."""
+
     job_id: str
     folder: Path
     params: JobParams
     settings: Settings
     progress: Callable[[float], None]
     input_name: str = ""
+    created_at: str = ""  # ISO 8601, when the job was submitted
+    timings: dict[str, Any] = field(default_factory=dict)  # seconds per step run so far
 
     @property
     def share(self) -> Share:
@@ -96,6 +101,9 @@ def _read_handoff(ctx: StepContext) -> Any:
                         file=HANDOFF) from None
 
 
-def run_archive(ctx: StepContext, header: dict[str, Any]) -> dict[str, Any]:
+def run_archive(ctx: StepContext) -> dict[str, Any]:
+    header = {"job_id": ctx.job_id, "input": ctx.input_name,
+              "params": ctx.params.model_dump(mode="json"), "timings": ctx.timings,
+              "created_at": ctx.created_at}
     return archive.write_outputs(ctx.folder, header, ctx.progress,  # progress: bytes written
                                  root=ctx.share.root)

@@ -100,7 +100,7 @@ def test_archive_refuses_a_step_file_swapped_for_a_link_outside_the_share(ctx, o
     moved_out(ctx, name, outside, lambda data: {**data, "note": secret})
     # When the archive step runs, then it refuses that file by name and reason
     with pytest.raises(DataError, match=f"{name}: a symbolic link") as refused:
-        run.run_archive(ctx, {})
+        run.run_archive(ctx)
     # And the secret is in no file of the job and not in the error
     assert secret not in str(refused.value)
     for path in ctx.folder.rglob("*"):

@@ -274,7 +274,7 @@ def test_job_parameters_reach_validation_and_the_report_says_what_was_trimmed(
     # when the three steps run
     run.run_validate(ctx)
     run.run_optimize(ctx)
-    run.run_archive(ctx, {})
+    run.run_archive(ctx)
     # then report.json carries the warning and the quality figures, and report.html says it
     report = json.loads((folder / "report.json").read_text())
     assert report["quality"]["edge_rows_dropped"] == 3
