@@ -11,7 +11,7 @@
 A crash between two of these leaves a state the watcher's repair recognizes: a claim marker
 without a row (undo the claim: the files go back to input/), a marker beside a row never
 started (publish it), a pending row with a reason (finish setting it aside). See
-orchestrator/watch/repair.py.
+orchestrator/reconciler/claims.py.
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import safeopen
+from orchestrator import lifecycle, safeopen
 from orchestrator.errors import DataError, PipelineError, TransientError
 from orchestrator.jobspec import make_params, read_job_file, wants_force
-from orchestrator.paths import Share, write_error
+from orchestrator.paths import Share
 from orchestrator.safeopen import Refused
 from orchestrator.settings import Settings
 from orchestrator.store import intake as records
 from orchestrator.store.jobs import NewJob
-from orchestrator.store.states import JobState
 from orchestrator.watch import faults
 from orchestrator.watch.claim import BATCH_PREFIX, Claim
 from orchestrator.watch.jobrefs import named_csv
@@ -113,7 +112,7 @@ class Intake:
         faults.point("after_claim")
         self._record(taken, batch, dedupe, outcome)
         faults.point("after_record")
-        records.finish(self._set_aside(taken, outcome))
+        lifecycle.set_aside(self.share, self._set_aside(taken, outcome))
         self._publish(taken, outcome, batch, keep_unpublished)
         return outcome
 
@@ -226,8 +225,8 @@ class Intake:
         outcome.refused = list(refused)
 
     def _set_aside(self, taken: list[Taken], outcome: Outcome) -> dict[str, dict[str, Any]]:
-        """Refused inputs to failed/ (with error.json), duplicates to duplicates/ (with a note
-        naming the original job); returns their reasons, for their rows to end next."""
+        """The reasons of refused inputs and duplicates (naming the original job), their claims
+        done: the lifecycle sets them aside (orchestrator/lifecycle.py)."""
         ended: dict[str, dict[str, Any]] = {}
         for t in taken:
             if t.error is not None:
@@ -237,7 +236,6 @@ class Intake:
             else:
                 continue
             t.claim.done()
-            set_aside(self.share, t.job.id, ended[t.job.id])
             log.info("%s not run (job %s): %s", t.job.input_name, t.job.id,
                      ended[t.job.id]["message"])
         return ended
@@ -260,23 +258,10 @@ class Intake:
             claim.done()
 
     def _fail_unpublished(self, claims: list[Claim], error: Exception) -> None:
-        from orchestrator import lifecycle
-
         for claim in claims:
             claim.done()
             lifecycle.fail(self.share, claim.job_dir.name, None,
                            TransientError(f"could not publish to the broker: {error}"))
-
-
-def set_aside(share: Share, job_id: str, reason: dict[str, Any]) -> None:
-    """Put a job that will not run where its end says, with the reason beside its input:
-    failed/<id>/error.json, or duplicates/<id>/duplicate.json."""
-    duplicate = records.ending_of(reason) is JobState.CANCELLED
-    folder = share.locate(job_id)
-    if folder is None:
-        return
-    write_error(folder, "duplicate.json" if duplicate else "error.json", reason)
-    share.move_job(job_id, "duplicates" if duplicate else "failed")
 
 
 def _noted(error: DataError, note: str | None) -> DataError:

@@ -1,7 +1,17 @@
-"""State changes of a running job, with the file moves that go with them.
+"""Every state change of a job, with the folder move that goes with it: the one place.
 
-The orchestrator owns these: tasks call them and never set states themselves. Files move first,
-then the row changes, so a job marked completed or failed always has its folder in place.
+    created ─► queued ─► processing(step 1) ─► … ─► processing(last) ─► completed
+                 ▲  requeue (retry, lost worker) ◄─┘            └─► failed / cancelled
+                 └──────────────── retry ◄─────────────────────────────┘
+    created pending (refused input, duplicate) ─► set aside: failed / cancelled
+    completed / failed / cancelled ─► archived (rotation) ─► completed (restored)
+
+Tasks, the intake, the operator's commands (CLI and HTTP), the reconciler and rotation call
+these functions and never set a state themselves (issue 15, item 1: "move the files, then
+change the row" was written in eight modules). Files move first, then the row changes by
+compare-and-set, so a job marked completed or failed always has its folder in place; the one
+exception is cancel, which must stop a running step first (see :func:`cancel`). Publishing the
+canvas that runs a job is the Orchestrator's (orchestrator/pipeline.py), never done here.
 """
 
 from __future__ import annotations
@@ -11,21 +21,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Connection, func
 
-from orchestrator.errors import IllegalTransition, PipelineError
+from orchestrator.errors import (
+    IllegalTransition,
+    ParameterError,
+    PipelineError,
+    TransientError,
+)
 from orchestrator.monitoring import notify
 from orchestrator.paths import Share, write_error
+from orchestrator.settings import get_settings
+from orchestrator.steps.registry import StepRegistry
+from orchestrator.store import intake as records
 from orchestrator.store import jobs as store
-from orchestrator.store.states import STEPS, JobState
+from orchestrator.store.states import JobState
 from orchestrator.store.tables import jobs
 
 log = logging.getLogger(__name__)
 S = JobState
 
-#: Overall progress (percent) when each step starts; a step's own progress fills its span.
-STEP_START = {"validate": 0.0, "optimize": 30.0, "archive": 90.0}
-STEP_SPAN = {"validate": 30.0, "optimize": 60.0, "archive": 10.0}
+
+def _steps() -> StepRegistry:
+    return get_settings().steps
 
 
 class StepFailed(Exception):
@@ -61,13 +79,13 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
     copy of a step whose holder is alive is refused, so no two copies of a step run at once.
     """
     at = store.now()
+    steps = _steps()
     lease = {"task_id": task_id, "lease_until": at + timedelta(seconds=lease_seconds),
-             "progress": STEP_START[step]}
-    index = STEPS.index(step)
+             "progress": steps.progress_at(step, 0.0)}
     run = _run_of(job_id, step, task_id)
-    previous = STEPS[index - 1] if index else None
+    previous = steps.previous(step)
     after_previous = [({S.PROCESSING}, previous, False, None, None if run is None else
-                       lambda: jobs.c.task_id == f"{job_id}.{previous}.{run}")] if index else []
+                       lambda: jobs.c.task_id == f"{job_id}.{previous}.{run}")] if previous else []
     from_queue = ({S.QUEUED}, None, True, None, lambda: _queued_for(job_id, step, run))
     abandoned = jobs.c.lease_until < at
     if run is not None:
@@ -94,7 +112,7 @@ def _queued_for(job_id: str, step: str, run: str | None) -> Any:
     """A queued job starts only the step its record expects (a message relabelled for another
     step is refused) and only in the run its record expects (a late original of a republished
     message is refused)."""
-    expected = func.coalesce(jobs.c.step, STEPS[0]) == step
+    expected = func.coalesce(jobs.c.step, _steps().first) == step
     if run is None:
         return expected
     return expected & (jobs.c.task_id.is_(None) | jobs.c.task_id.like(f"{job_id}.%.{run}"))
@@ -115,19 +133,21 @@ def _run_of(job_id: str, step: str, task_id: str) -> str | None:
 
 def report_progress(job_id: str, step: str, fraction: float, lease_seconds: float) -> None:
     """Progress of the running step, which also renews its lease."""
-    percent = STEP_START[step] + STEP_SPAN[step] * min(max(fraction, 0), 1)
+    percent = _steps().progress_at(step, fraction)
     store.set_progress(job_id, percent, store.now() + timedelta(seconds=lease_seconds))
 
 
 def complete(share: Share, job_id: str, result: dict[str, object]) -> bool:
-    """Move the folder to completed/ and finish the job; False if it had already ended."""
-    if not _is(job_id, {S.PROCESSING}, step="archive"):
-        log.warning("job %s not completed: it is no longer at its archive step", job_id)
+    """After the last step: move the folder to completed/ and finish the job; False if it had
+    already ended."""
+    last = _steps().last
+    if not _is(job_id, {S.PROCESSING}, step=last):
+        log.warning("job %s not completed: it is no longer at its %s step", job_id, last)
         return False
     share.move_job(job_id, "completed")
     try:
-        store.transition(job_id, S.COMPLETED, sources={S.PROCESSING}, step="archive",
-                         from_step="archive", progress=100.0, result=result)
+        store.transition(job_id, S.COMPLETED, sources={S.PROCESSING}, step=last,
+                         from_step=last, progress=100.0, result=result)
     except IllegalTransition as refused:
         log.warning("job %s not completed: %s", job_id, refused)
         return False
@@ -186,3 +206,144 @@ def requeue(job_id: str, step: str, reason: str) -> None:
     """A step will run again later (a retry): back to queued, with the reason."""
     store.transition(job_id, S.QUEUED, sources={S.PROCESSING}, step=step, from_step=step,
                      detail=reason)
+
+
+def task_id(job_id: str, step: str, run: int) -> str:
+    """A step's task id, ``<job>.<step>.<run>``: known in advance, so cancel can revoke a job's
+    tasks without a lookup, and a message of another run is recognized (:func:`_run_of`)."""
+    return f"{job_id}.{step}.{run}"
+
+
+# -- set aside: inputs that never run ---------------------------------------------------------
+
+
+def set_aside(share: Share, reasons: dict[str, dict[str, Any]]) -> None:
+    """Refused inputs and duplicates, recorded pending with their reason: each folder goes where
+    its end says, with the reason beside its input (failed/<id>/error.json, or
+    duplicates/<id>/duplicate.json); then their rows end (failed, cancelled) in one
+    transaction."""
+    for job_id, reason in reasons.items():
+        _place(share, job_id, reason)
+    records.finish(reasons)
+
+
+def _place(share: Share, job_id: str, reason: dict[str, Any] | None) -> None:
+    duplicate = records.ending_of(reason) is S.CANCELLED
+    folder = share.locate(job_id)
+    if folder is None:
+        return
+    note = "duplicate.json" if duplicate else "error.json"
+    if reason and not (folder / note).exists():
+        write_error(folder, note, reason)
+    share.move_job(job_id, "duplicates" if duplicate else "failed")
+
+
+def put_away(share: Share, job_id: str, error: dict[str, Any] | None) -> None:
+    """A job that ended (failed, cancelled) while its folder stayed in processing/ (a cancel
+    cut short): its folder to where it belongs, with its reason."""
+    _place(share, job_id, error)
+
+
+# -- operators: retry and cancel --------------------------------------------------------------
+
+
+def retry(share: Share, job_id: str, from_step: str | None = None) -> store.Job:
+    """A failed or cancelled job queued again from ``from_step`` (default: the step that
+    failed), as a new run; the caller publishes its chain (Orchestrator.retry)."""
+    job = store.get_job(job_id)
+    if from_step is not None and from_step not in _steps():
+        raise ParameterError(f"from_step {from_step!r}: not a step; the steps are "
+                             f"{', '.join(_steps().names)}")
+    step = from_step or _restart_step(job)
+    folder = share.move_job(job_id, "processing")
+    (folder / "error.json").unlink(missing_ok=True)
+    return store.transition(job_id, S.QUEUED, sources={S.FAILED, S.CANCELLED}, step=step,
+                            detail=f"retry from {step}", error=None, finished_at=None,
+                            task_id=task_id(job_id, step, job.attempts))  # its run
+
+
+def _restart_step(job: store.Job) -> str:
+    if job.state not in (S.FAILED, S.CANCELLED):
+        raise IllegalTransition(f"job {job.id} is {job.state}; only failed or cancelled jobs "
+                                "can be retried")
+    steps = _steps()
+    step = (job.error or {}).get("step") or job.step or steps.first
+    return step if step in steps else steps.first
+
+
+def cancel(share: Share, job_id: str) -> store.Job:
+    """An operator stops a job. The row changes first, unlike the other transitions: a step
+    that is running must learn at once that its job is over (its next transition is refused),
+    and its folder is in use until then. The folder then goes to failed/; if that move is cut
+    short, the reconciler puts it away (:func:`put_away`)."""
+    job = store.transition(job_id, S.CANCELLED, sources={S.PENDING, S.QUEUED, S.PROCESSING},
+                           detail="cancelled by an operator")
+    if share.locate(job_id) is not None:
+        share.move_job(job_id, "failed")
+    return job
+
+
+def task_ids(job: store.Job) -> list[str]:
+    """Every task id the job's runs may have used (what cancel revokes)."""
+    return [task_id(job.id, step, run) for step in _steps().names
+            for run in range(job.attempts + 1)]
+
+
+# -- the reconciler: lost steps and lost messages ---------------------------------------------
+
+
+def requeue_abandoned(job: store.Job, max_retries: int) -> tuple[store.Job | None, int]:
+    """A step whose lease expired (its worker is gone): queued again as a new run, so that a
+    late copy of the lost one is refused; failed past ``max_retries``. Returns the queued job
+    (None: failed) and the run to publish."""
+    step = job.step or _steps().first
+    if job.attempts > max_retries:
+        fail(Share(get_settings().share_dir), job.id, step, TransientError(
+            f"step {step} lost its worker {job.attempts} times; giving up"))
+        return None, 0
+    run = job.attempts + 1
+    queued = store.transition(job.id, S.QUEUED, sources={S.PROCESSING}, step=step,
+                              from_step=step, where=jobs.c.lease_until < store.now(),
+                              task_id=task_id(job.id, step, run),
+                              detail=f"recovered: the lease of step {step} expired (worker lost)")
+    return queued, run
+
+
+#: How a republished job's event starts (the reconciler republishes once where it cannot see
+#: the broker's messages).
+REPUBLISHED = "recovered: the message for step"
+
+
+def requeue_lost_message(job: store.Job) -> tuple[store.Job, int]:
+    """A queued job whose message is gone: a new run of its chain (the caller publishes it);
+    compare-and-set on ``updated_at``, so of two reconcilers one does it."""
+    step = job.step or _steps().first
+    run = job.attempts + 1
+    queued = store.transition(job.id, S.QUEUED, sources={S.QUEUED}, step=job.step,
+                              where=jobs.c.updated_at == job.updated_at,
+                              task_id=task_id(job.id, step, run),
+                              detail=f"{REPUBLISHED} {step} was lost; published again as run "
+                                     f"{run}")
+    return queued, run
+
+
+def requeue_unpublished(job: Any) -> store.Job:
+    """A job recorded but maybe never published (its claimer stopped around the publish):
+    marked for publishing again; compare-and-set, so of two watchers one publishes."""
+    return store.transition(job.id, S.QUEUED, sources={S.QUEUED}, where=(
+        jobs.c.updated_at == job.updated_at) & jobs.c.step.is_(None),
+        detail="repaired: published again, its watcher stopped around the publish")
+
+
+# -- rotation: archived and restored ----------------------------------------------------------
+
+
+def archived(conn: Connection, job_id: str, state: JobState, detail: str,
+             **columns: Any) -> None:
+    """A finished job whose folder went into a rotation archive (in rotation's transaction)."""
+    store.transition(job_id, S.ARCHIVED, sources={state}, detail=detail, conn=conn, **columns)
+
+
+def restored(job_id: str, detail: str) -> None:
+    """An archived job whose folder was extracted back into completed/."""
+    store.transition(job_id, S.COMPLETED, sources={S.ARCHIVED}, detail=detail)

@@ -15,12 +15,14 @@ from typing import Any
 from celery import Celery, chain, chord
 from celery.canvas import Signature
 
+from orchestrator import lifecycle
 from orchestrator.errors import IllegalTransition
+from orchestrator.lifecycle import task_id
 from orchestrator.messages import addressed_to
 from orchestrator.paths import Share
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store import jobs as store
-from orchestrator.store.states import ACTIVE, STEPS, JobState
+from orchestrator.store.states import ACTIVE, JobState
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,12 @@ class Orchestrator:
 
     # -- canvases ---------------------------------------------------------------------------
 
-    def job_chain(self, job_id: str, batch_id: str | None = None, from_step: str = "validate",
+    def job_chain(self, job_id: str, batch_id: str | None = None, from_step: str | None = None,
                   run: int = 0, input_name: str | None = None) -> Signature:
-        """chain(validate, optimize, archive) from ``from_step``, crash-recorded by link_error."""
-        steps = STEPS[STEPS.index(from_step):]
+        """The chain of the job's steps (orchestrator/steps/registry.py) from ``from_step``
+        (default: the first), crash-recorded by link_error."""
+        registry = self.settings.steps
+        steps = registry.from_step(from_step or registry.first)
         message = {"job_id": job_id, "batch_id": batch_id, "outcome": "ok", "metrics": {}}
         if input_name is None:
             input_name = store.input_names([job_id]).get(job_id, "")
@@ -110,26 +114,15 @@ class Orchestrator:
 
     def retry(self, job_id: str, from_step: str | None = None) -> store.Job:
         """Run a failed or cancelled job again, from ``from_step`` (default: the failed step)."""
-        job = store.get_job(job_id)
-        step = from_step or _restart_step(self.share, job)
-        folder = self.share.move_job(job_id, "processing")
-        (folder / "error.json").unlink(missing_ok=True)
-        queued = store.transition(job_id, JobState.QUEUED,
-                                  sources={JobState.FAILED, JobState.CANCELLED}, step=step,
-                                  detail=f"retry from {step}", error=None, finished_at=None,
-                                  task_id=task_id(job_id, step, job.attempts))  # its run
-        self.job_chain(job_id, job.batch_id, from_step=step, run=queued.attempts).apply_async()
+        queued = lifecycle.retry(self.share, job_id, from_step)
+        self.job_chain(job_id, queued.batch_id, from_step=queued.step,
+                       run=queued.attempts).apply_async()
         return queued
 
     def cancel(self, job_id: str) -> store.Job:
-        """Stop a job: revoke its queued tasks, terminate a running one, mark it cancelled."""
-        job = store.transition(job_id, JobState.CANCELLED,
-                               sources={JobState.PENDING, JobState.QUEUED, JobState.PROCESSING},
-                               detail="cancelled by an operator")
-        ids = [task_id(job_id, s, n) for s in STEPS for n in range(job.attempts + 1)]
-        self.app.control.revoke(ids, terminate=True, signal="SIGTERM")
-        if self.share.locate(job_id) is not None:
-            self.share.move_job(job_id, "failed")
+        """Stop a job: mark it cancelled, revoke its queued tasks, terminate a running one."""
+        job = lifecycle.cancel(self.share, job_id)
+        self.app.control.revoke(lifecycle.task_ids(job), terminate=True, signal="SIGTERM")
         return job
 
 
@@ -156,16 +149,3 @@ def describe(job_id: str, input_name: str, batch_id: str | None) -> str:
     """A step task's arguments as people read them: the job and its input, not the message."""
     batch = f", batch={batch_id!r}" if batch_id else ""
     return f"(job={job_id!r}, input={input_name!r}{batch})"
-
-
-def task_id(job_id: str, step: str, run: int) -> str:
-    """Known task ids, so that cancel can revoke a job's tasks without a lookup."""
-    return f"{job_id}.{step}.{run}"
-
-
-def _restart_step(share: Share, job: store.Job) -> str:
-    if job.state not in (JobState.FAILED, JobState.CANCELLED):
-        raise IllegalTransition(f"job {job.id} is {job.state}; only failed or cancelled jobs "
-                                "can be retried")
-    step = (job.error or {}).get("step") or job.step or "validate"
-    return step if step in STEPS else "validate"

@@ -11,7 +11,7 @@
   ``PIPELINE_SETTLE_SECONDS`` apart (orchestrator/watch/settle.py).
 - Taking it: claim (rename) before anything is recorded or published; exactly one of several
   watchers wins each file (orchestrator/intake.py). Repairs after a crash on start and every
-  minute (orchestrator/watch/repair.py).
+  minute (orchestrator/reconciler/claims.py).
 - Staying calm: a missing share, store or broker is logged once, retried with backoff and
   reported when back (orchestrator/watch/share.py); above ``PIPELINE_MAX_QUEUED`` waiting jobs
   it stops claiming until the queue drains.
@@ -32,8 +32,9 @@ from orchestrator.errors import PipelineError, TransientError
 from orchestrator.intake import Batch, Intake
 from orchestrator.paths import is_input, is_temporary
 from orchestrator.pipeline import Orchestrator
+from orchestrator.reconciler import claims
 from orchestrator.store import intake as records
-from orchestrator.watch import jobrefs, repair
+from orchestrator.watch import jobrefs
 from orchestrator.watch.events import EventSource, Hint
 from orchestrator.watch.mode import choose
 from orchestrator.watch.settle import Settler
@@ -219,7 +220,7 @@ class Watcher:
 
     def _repair(self) -> None:
         try:
-            repair.repair(self.orch)
+            claims.reconcile_claims(self.orch)
         except (OSError, PipelineError) as error:
             log.error("repair failed, will try again: %s", error)
 
@@ -336,12 +337,12 @@ class Watcher:
         """A folder is one batch: renamed whole into processing/ first (the rename decides),
         then each of its files is claimed from there as a job of the batch."""
         batch_id = uuid.uuid4().hex
-        staging = self.share.processing / f"{repair.BATCH_PREFIX}{batch_id}"
-        repair.write_batch_marker(staging, folder.name)
+        staging = self.share.processing / f"{claims.BATCH_PREFIX}{batch_id}"
+        claims.write_batch_marker(staging, folder.name)
         try:
             os.rename(folder, staging)
         except FileNotFoundError:
-            repair.batch_marker(staging).unlink(missing_ok=True)
+            claims.batch_marker(staging).unlink(missing_ok=True)
             self._forget(folder)
             return []
         self._forget(folder)
@@ -350,10 +351,10 @@ class Watcher:
                                          batch=Batch(batch_id, folder.name),
                                          keep_unpublished=True, lost_ok=True)
         except TransientError:  # not recorded: the folder goes back, to be taken again
-            os.rename(staging, repair.free_name(folder))
-            repair.batch_marker(staging).unlink(missing_ok=True)
+            os.rename(staging, claims.free_name(folder))
+            claims.batch_marker(staging).unlink(missing_ok=True)
             raise
-        repair.finish_staging(self.orch, staging, batch_id)
+        claims.finish_staging(self.orch, staging, batch_id)
         log.info("folder %s: batch %s of %d job(s)", folder.name, batch_id,
                  len(outcome.job_ids))
         return outcome.job_ids

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from orchestrator import lifecycle
 from orchestrator.errors import (
     CorruptArchive,
     IllegalTransition,
@@ -195,10 +196,9 @@ def _commit(batch: _Batch, written: Written) -> None:
         for job in written.jobs:
             detail = (f"archived to {batch.archive} (sha256 {written.sha256[:16]}…, "
                       f"{len(job.files)} files, {job.bytes} bytes; run {batch.run_id})")
-            store.transition(job.id, JobState.ARCHIVED, sources={JobState(job.state)},
-                             detail=detail, conn=conn, archive_path=batch.archive,
-                             archive_sha256=written.sha256,
-                             finished_at=datetime.fromisoformat(job.finished_at))
+            lifecycle.archived(conn, job.id, JobState(job.state), detail,
+                               archive_path=batch.archive, archive_sha256=written.sha256,
+                               finished_at=datetime.fromisoformat(job.finished_at))
         journal.commit_batch(conn, batch.run_id, batch.spec.seq, written.sha256,
                              len(written.jobs), written.bytes)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator import safeopen
+from orchestrator import lifecycle, safeopen
 from orchestrator.errors import CorruptArchive, IllegalTransition, JobNotFound
 from orchestrator.paths import Share
 from orchestrator.rotation.packing import CHUNK, MANIFEST_NAME, HashingReader, open_archive
@@ -58,9 +58,8 @@ def restore(share: Share, job_id: str) -> Restored:
                                      job.archive_sha256 or "")
     target = share.completed / job.id
     previous = entry.get("state")
-    store.transition(job.id, JobState.COMPLETED, sources={JobState.ARCHIVED},
-                     detail=f"restored from {job.archive_path} ({len(sizes)} files verified by "
-                            f"sha256; state before archiving: {previous})")
+    lifecycle.restored(job.id, f"restored from {job.archive_path} ({len(sizes)} files "
+                               f"verified by sha256; state before archiving: {previous})")
     return Restored(job.id, target, job.archive_path, len(sizes), sum(sizes.values()), previous)
 
 

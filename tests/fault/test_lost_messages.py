@@ -18,7 +18,7 @@ import redis as redis_client
 
 from orchestrator.celery import create_app
 from orchestrator.pipeline import Orchestrator
-from orchestrator.recovery import recover_stuck_jobs
+from orchestrator.reconciler.runs import reconcile_runs
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
@@ -51,7 +51,7 @@ def _republish_all(orch: Orchestrator, count: int) -> int:
 
     def step() -> bool:
         nonlocal done
-        done += recover_stuck_jobs(orch)["republished"]
+        done += reconcile_runs(orch)["republished"]
         return done >= count
 
     wait_for(step, 30, f"{count} job(s) republished")
@@ -75,7 +75,7 @@ def test_jobs_lost_in_a_redis_restart_are_published_again(own_redis, worker, sam
         outcome = check_outcome(env, ids, reference_weights(sample_csv, PARAMS))
         assert outcome.completed == len(ids)
         # and a later pass finds nothing more to do
-        assert recover_stuck_jobs(orch) == {"requeued": 0, "failed": 0, "republished": 0}
+        assert reconcile_runs(orch) == {"requeued": 0, "failed": 0, "republished": 0}
     finally:
         restarted.stop()
     record("Redis restarted without its data: lost messages republished", outcome)
@@ -150,7 +150,7 @@ def test_on_rabbitmq_a_lost_message_is_published_again_once(servers_env, worker,
     assert _republish_all(orch, 1) == 1
     wait_for(lambda: store.get_job(job_id).updated_at < store.now() - timedelta(seconds=1.5), 10,
              "the job older than requeue_lost_after again")
-    assert recover_stuck_jobs(orch)["republished"] == 0
+    assert reconcile_runs(orch)["republished"] == 0
     # and a worker completes it, by the republished run
     worker(servers_env)
     job = wait_all_final([job_id], timeout=120)[0]

@@ -17,10 +17,10 @@ from orchestrator.celery import create_app
 from orchestrator.errors import TransientError
 from orchestrator.intake import Intake
 from orchestrator.pipeline import Orchestrator
+from orchestrator.reconciler import claims
 from orchestrator.store import intake as records
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
-from orchestrator.watch import repair
 from orchestrator.watch.claim import HOST, Claim, Owner
 
 S = JobState
@@ -61,7 +61,7 @@ def test_a_claim_whose_watcher_died_goes_back_to_input(env, orch: Orchestrator) 
     claim = claim_by(env, source, Owner(HOST, dead_pid(), None))
     assert not source.exists()
     # when a watcher repairs on start
-    done = repair.repair(orch)
+    done = claims.reconcile_claims(orch)
     # then the file is back in input/, to be picked up as a new drop; no job was made
     assert done.returned == [source]
     assert source.read_text() == "date,A\n2024-01-02,1\n"
@@ -76,7 +76,7 @@ def test_a_claim_of_a_live_watcher_is_left_alone(env, orch: Orchestrator) -> Non
 
     claim = claim_by(env, dropped(env), Owner(HOST, parent, _start_ticks(parent)))
     # when another watcher repairs, then the claim is untouched
-    assert not repair.repair(orch)
+    assert not claims.reconcile_claims(orch)
     assert (claim.job_dir / "input" / "prices.csv").is_file()
 
 
@@ -85,9 +85,9 @@ def test_another_host_s_claim_is_taken_over_only_after_the_grace_time(env,
     # given a claim by a watcher on another machine, which cannot be checked from here
     young = claim_by(env, dropped(env, "young.csv"), Owner("elsewhere", 1, None))
     old = claim_by(env, dropped(env, "old.csv"), Owner("elsewhere", 2, None),
-                   at=time.time() - repair.GRACE - 1)
+                   at=time.time() - claims.GRACE - 1)
     # when a watcher repairs, then only the one older than the grace time is undone
-    done = repair.repair(orch)
+    done = claims.reconcile_claims(orch)
     assert [p.name for p in done.returned] == ["old.csv"]
     assert young.job_dir.exists() and not old.job_dir.exists()
 
@@ -101,7 +101,7 @@ def test_a_job_recorded_but_never_published_is_published_on_repair(env, orch: Or
     assert (env.share / "processing" / job_id / ".claim.json").is_file()
     assert messages(env) == []
     # when a watcher repairs
-    done = repair.repair(orch)
+    done = claims.reconcile_claims(orch)
     # then the job is published once, under new task ids, and its history says why
     assert done.published == [job_id]
     (message,) = messages(env)
@@ -109,7 +109,7 @@ def test_a_job_recorded_but_never_published_is_published_on_repair(env, orch: Or
     assert "repaired" in store.history(job_id)[-1].detail
     assert not (env.share / "processing" / job_id / ".claim.json").exists()
     # and a second repair finds nothing to do
-    assert not repair.repair(orch)
+    assert not claims.reconcile_claims(orch)
 
 
 def test_a_job_that_started_is_not_published_again(env, orch: Orchestrator,
@@ -119,7 +119,7 @@ def test_a_job_that_started_is_not_published_again(env, orch: Orchestrator,
     job_id = orch.submit(dropped(env))
     store.transition(job_id, S.PROCESSING, sources={S.QUEUED}, step="validate")
     # when a watcher repairs, then only the marker goes
-    assert not repair.repair(orch)
+    assert not claims.reconcile_claims(orch)
     assert messages(env) == []
     assert not (env.share / "processing" / job_id / ".claim.json").exists()
 
@@ -129,7 +129,7 @@ def test_a_pending_job_whose_input_vanished_fails_saying_so(env, orch: Orchestra
     monkeypatch.setattr(Intake, "_publish", lambda *a, **k: None)
     job_id = orch.submit(dropped(env))
     (env.share / "processing" / job_id / "input" / "prices.csv").unlink()
-    done = repair.repair(orch)
+    done = claims.reconcile_claims(orch)
     assert done.failed == [job_id]
     job = store.get_job(job_id)
     assert job.state is S.FAILED
@@ -144,15 +144,15 @@ def test_a_batch_folder_claimed_but_never_recorded_goes_back_whole(env,
     folder.mkdir()
     for name in ("a.csv", "b.csv", "READY"):
         (folder / name).write_text(name)
-    staging = env.share / "processing" / f"{repair.BATCH_PREFIX}{uuid.uuid4().hex}"
-    repair.write_batch_marker(staging, "march")
+    staging = env.share / "processing" / f"{claims.BATCH_PREFIX}{uuid.uuid4().hex}"
+    claims.write_batch_marker(staging, "march")
     os.rename(folder, staging)
     gone = Owner(HOST, dead_pid(), None)
     claim_by(env, staging / "a.csv", gone)
-    marker = repair.batch_marker(staging)
+    marker = claims.batch_marker(staging)
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "owner": gone.__dict__}))
     # when a watcher repairs
-    repair.repair(orch)
+    claims.reconcile_claims(orch)
     # then the folder is back in input/ with all its files, and processing/ is clean
     assert sorted(os.listdir(folder)) == ["READY", "a.csv", "b.csv"]
     assert os.listdir(env.share / "processing") == []

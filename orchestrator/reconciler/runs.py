@@ -1,4 +1,4 @@
-"""Stuck-job recovery (beat): jobs whose step or message was lost are moved on.
+"""The reconciler's runs sweep (beat): jobs whose step or message was lost are moved on.
 
 - processing, lease expired: a live step never outlives its hard time limit and renews its
   lease with progress, so an expired lease means the step's worker is gone. Requeued from
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from celeryconfig import QUEUE_NAMES
 from orchestrator import lifecycle, redis_broker
-from orchestrator.errors import IllegalTransition, TransientError
-from orchestrator.pipeline import Orchestrator, task_id
+from orchestrator.errors import IllegalTransition
+from orchestrator.lifecycle import REPUBLISHED
+from orchestrator.pipeline import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState
@@ -62,7 +62,7 @@ def jobs_with_messages(queue_folder: Path) -> set[str]:
     return found
 
 
-def recover_stuck_jobs(orchestrator: Orchestrator | None = None) -> dict[str, int]:
+def reconcile_runs(orchestrator: Orchestrator | None = None) -> dict[str, int]:
     orchestrator = orchestrator or Orchestrator()
     outcome = {"requeued": 0, "failed": 0, "republished": 0}
     for job in expired_leases():
@@ -75,17 +75,10 @@ def recover_stuck_jobs(orchestrator: Orchestrator | None = None) -> dict[str, in
 
 
 def _recover_step(orchestrator: Orchestrator, job: store.Job) -> str:
-    step = job.step or "validate"
-    if job.attempts > orchestrator.settings.max_retries:
-        lifecycle.fail(orchestrator.share, job.id, step, TransientError(
-            f"step {step} lost its worker {job.attempts} times; giving up"))
+    queued, run = lifecycle.requeue_abandoned(job, orchestrator.settings.max_retries)
+    if queued is None:
         return "failed"
-    run = job.attempts + 1  # a run of its own: a late copy of the lost one is refused
-    store.transition(job.id, JobState.QUEUED, sources={JobState.PROCESSING}, step=step,
-                     from_step=step, where=jobs.c.lease_until < store.now(),
-                     task_id=task_id(job.id, step, run),
-                     detail=f"recovered: the lease of step {step} expired (worker lost)")
-    orchestrator.job_chain(job.id, job.batch_id, from_step=step, run=run).apply_async()
+    orchestrator.job_chain(job.id, job.batch_id, from_step=queued.step, run=run).apply_async()
     return "requeued"
 
 
@@ -105,7 +98,7 @@ def messages_present(orchestrator: Orchestrator) -> set[str] | None:
     if settings.embedded_broker:
         return jobs_with_messages(settings.broker_folder / "queue")
     if settings.broker.startswith(("redis://", "rediss://")):
-        ids = redis_broker.task_ids(orchestrator.app, QUEUE_NAMES)
+        ids = redis_broker.task_ids(orchestrator.app, settings.steps.all_queues)
         return {task.split(".", 1)[0] for task in ids}
     return None
 
@@ -115,15 +108,7 @@ def _republished_already(job: store.Job) -> bool:
     return bool(last) and (last[0].detail or "").startswith(REPUBLISHED)
 
 
-REPUBLISHED = "recovered: the message for step"
-
-
 def _republish(orchestrator: Orchestrator, job: store.Job) -> str:
-    step = job.step or "validate"
-    run = job.attempts + 1
-    store.transition(job.id, JobState.QUEUED, sources={JobState.QUEUED}, step=job.step,
-                     where=jobs.c.updated_at == job.updated_at,  # a second beat finds it moved
-                     task_id=task_id(job.id, step, run),
-                     detail=f"{REPUBLISHED} {step} was lost; published again as run {run}")
-    orchestrator.job_chain(job.id, job.batch_id, from_step=step, run=run).apply_async()
+    queued, run = lifecycle.requeue_lost_message(job)
+    orchestrator.job_chain(job.id, job.batch_id, from_step=queued.step, run=run).apply_async()
     return "republished"

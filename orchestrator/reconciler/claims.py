@@ -1,5 +1,5 @@
-"""What a crash between claim and publish leaves behind, mended when a watcher starts (and
-every minute after, for what another watcher left).
+"""The reconciler's claims sweep: what a crash between claim and publish leaves behind, mended
+when a watcher starts (and every minute after, for what another watcher left).
 
 - A claim marker with no job row: the claimer died before recording the job. The claim is
   undone: the files go back where they were dropped (input/, or the batch's folder) and are
@@ -33,10 +33,7 @@ from sqlalchemy import select
 
 from orchestrator import lifecycle
 from orchestrator.errors import DataError, IllegalTransition
-from orchestrator.intake import set_aside
-from orchestrator.paths import write_error
 from orchestrator.store import intake as records
-from orchestrator.store import jobs as store
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import jobs
@@ -62,7 +59,7 @@ class Repaired:
         return bool(self.returned or self.published or self.failed or self.moved)
 
 
-def repair(orch: Orchestrator, grace: float = GRACE) -> Repaired:
+def reconcile_claims(orch: Orchestrator, grace: float = GRACE) -> Repaired:
     done = Repaired()
     unpublished: dict[str | None, list[tuple[Any, Claim]]] = {}
     for job_dir, row in _rows_of(_job_dirs(orch.share.processing)).items():
@@ -149,9 +146,7 @@ def _publish_again(orch: Orchestrator, batch_id: str | None, items: list[tuple[A
             done.failed.append(row.id)
             continue
         try:  # compare-and-set: of two watchers repairing at once, one publishes
-            store.transition(row.id, S.QUEUED, sources={S.QUEUED}, where=(
-                jobs.c.updated_at == row.updated_at) & jobs.c.step.is_(None),
-                detail="repaired: published again, its watcher stopped around the publish")
+            lifecycle.requeue_unpublished(row)
         except IllegalTransition:
             continue
         ready.append((row, claim))
@@ -172,8 +167,7 @@ def _end_set_aside(orch: Orchestrator, grace: float, done: Repaired) -> None:
         folder = orch.share.locate(job.id)
         if folder is not None:
             Claim(folder).done()
-        set_aside(orch.share, job.id, job.error)
-        records.finish({job.id: job.error})
+        lifecycle.set_aside(orch.share, {job.id: job.error})
         done.moved.append(job.id)
 
 
@@ -184,11 +178,7 @@ def _put_away(orch: Orchestrator, job_dir: Path, job_id: str,
     if _young(job_dir):
         return  # perhaps being moved right now by whoever ended it
     Claim(job_dir).done()
-    duplicate = (error or {}).get("type") == "DuplicateInput"
-    note = "duplicate.json" if duplicate else "error.json"
-    if error and not (job_dir / note).exists():
-        write_error(job_dir, note, error)
-    orch.share.move_job(job_id, "duplicates" if duplicate else "failed")
+    lifecycle.put_away(orch.share, job_id, error)
     done.moved.append(job_id)
 
 
