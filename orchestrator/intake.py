@@ -213,7 +213,7 @@ class Intake:
         refused = {t.job.id: {**t.error.to_dict(), "step": None}
                    for t in taken if t.error is not None}
         try:
-            outcome.duplicates = records.record(
+            outcome.duplicates = lifecycle.create(
                 [t.job for t in taken], batch_name=batch.name if batch else None,
                 dedupe_window=self.settings.dedupe_window if dedupe else None,
                 refused=refused, forced={t.job.id for t in taken if t.force})

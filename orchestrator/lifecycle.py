@@ -214,7 +214,18 @@ def task_id(job_id: str, step: str, run: int) -> str:
     return f"{job_id}.{step}.{run}"
 
 
-# -- set aside: inputs that never run ---------------------------------------------------------
+# -- created, and set aside: inputs that never run --------------------------------------------
+
+
+def create(new: list[store.NewJob], *, batch_name: str | None = None,
+           dedupe_window: float | None = None, refused: dict[str, dict[str, Any]] | None = None,
+           forced: set[str] | None = None) -> dict[str, records.Original]:
+    """Claimed inputs become jobs, in one transaction: ``queued`` (to be published), or
+    ``pending`` with their reason (refused, or a duplicate: returned) until :func:`set_aside`.
+    The claim before and the publish after are the intake's (orchestrator/intake.py)."""
+    return records.record(new, batch_name=batch_name, dedupe_window=dedupe_window,
+                          refused=refused, forced=forced)
+
 
 
 def set_aside(share: Share, reasons: dict[str, dict[str, Any]]) -> None:
