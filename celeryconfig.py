@@ -2,7 +2,8 @@
 
 Celery's convention is a ``celeryconfig`` module; ours is built by :func:`build` from
 :class:`orchestrator.settings.Settings`, so the CLI, the watcher and the workers always agree.
-The module's globals are ``build(get_settings())`` for tools that read the module directly.
+Nothing is read at import: the composition root (orchestrator/celery.py, ``create_app``) calls
+:func:`build` with the settings it was given.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from kombu import Exchange, Queue
 
 from orchestrator import results, security, transport
 from orchestrator.rotation.schedule import beat_entries as rotation_beat
-from orchestrator.settings import Settings, get_settings
+from orchestrator.settings import Settings
 from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
 
 #: The default pipeline's queues (deploy/ names them); a worker serves ``settings.steps``'.
@@ -127,5 +128,3 @@ def _beat(s: Settings) -> dict[str, Any]:
         "beat_schedule_filename": str(s.var_dir / "celerybeat-schedule"),
     }
 
-
-globals().update(build(get_settings()))
