@@ -308,6 +308,8 @@ def requeue_abandoned(job: store.Job, max_retries: int) -> tuple[store.Job | Non
     late copy of the lost one is refused; failed past ``max_retries``. Returns the queued job
     (None: failed) and the run to publish."""
     step = job.step or _steps().first
+    if step not in _steps():
+        return _fail_unknown_step(job, step), 0
     if job.attempts > max_retries:
         fail(Share(get_settings().share_dir), job.id, step, TransientError(
             f"step {step} lost its worker {job.attempts} times; giving up"))
@@ -320,15 +322,26 @@ def requeue_abandoned(job: store.Job, max_retries: int) -> tuple[store.Job | Non
     return queued, run
 
 
+def _fail_unknown_step(job: store.Job, step: str) -> None:
+    """A job stopped at a step the configured pipeline no longer has (PIPELINE_STEP_REGISTRY
+    changed under it): it cannot go on; failed with that reason, to be retried by hand."""
+    fail(Share(get_settings().share_dir), job.id, step, ParameterError(
+        f"step {step!r} is not in the pipeline any more (its steps: "
+        f"{', '.join(_steps().names)}); retry the job from one of them"))
+
+
 #: How a republished job's event starts (the reconciler republishes once where it cannot see
 #: the broker's messages).
 REPUBLISHED = "recovered: the message for step"
 
 
-def requeue_lost_message(job: store.Job) -> tuple[store.Job, int]:
+def requeue_lost_message(job: store.Job) -> tuple[store.Job | None, int]:
     """A queued job whose message is gone: a new run of its chain (the caller publishes it);
-    compare-and-set on ``updated_at``, so of two reconcilers one does it."""
+    compare-and-set on ``updated_at``, so of two reconcilers one does it. None: failed, its
+    step is no longer in the pipeline."""
     step = job.step or _steps().first
+    if step not in _steps():
+        return _fail_unknown_step(job, step), 0
     run = job.attempts + 1
     queued = store.transition(job.id, S.QUEUED, sources={S.QUEUED}, step=job.step,
                               where=jobs.c.updated_at == job.updated_at,

@@ -110,5 +110,7 @@ def _republished_already(job: store.Job) -> bool:
 
 def _republish(orchestrator: Orchestrator, job: store.Job) -> str:
     queued, run = lifecycle.requeue_lost_message(job)
+    if queued is None:
+        return "failed"
     orchestrator.job_chain(job.id, job.batch_id, from_step=queued.step, run=run).apply_async()
     return "republished"

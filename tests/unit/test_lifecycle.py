@@ -293,3 +293,27 @@ def test_step_failed_survives_celery_json_results_and_pickle():
         assert (back.job_id, back.step, back.reason) == (raised.job_id, raised.step,
                                                         raised.reason)
         assert str(back) == str(raised)
+
+
+def test_a_job_stopped_at_a_step_the_pipeline_no_longer_has_fails_saying_so(
+        env, job_id, share, monkeypatch) -> None:
+    # Given a job queued at a step of a four-step pipeline, whose message was lost
+    from orchestrator.settings import reset_settings
+
+    monkeypatch.setenv("PIPELINE_STEP_REGISTRY", "tests.integration.four_steps:FOUR_STEPS")
+    reset_settings()
+    run_to(job_id, "optimize")
+    assert begin(job_id, "concentration") is not None
+    lifecycle.requeue(job_id, "concentration", "retry 1/3")
+    # When the pipeline is configured back to the built-in three steps and the reconciler
+    # finds the job's message lost
+    monkeypatch.delenv("PIPELINE_STEP_REGISTRY")
+    reset_settings()
+    queued, _run = lifecycle.requeue_lost_message(store.get_job(job_id))
+    # Then the job failed, naming the step and the steps there are, with its folder in failed/
+    assert queued is None
+    job = store.get_job(job_id)
+    assert job.state is S.FAILED
+    assert "'concentration' is not in the pipeline" in job.error["message"]
+    assert "validate, optimize, archive" in job.error["message"]
+    assert (share.failed / job_id / "error.json").exists()
