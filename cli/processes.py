@@ -24,15 +24,11 @@ from typing import IO
 from orchestrator.errors import PipelineError
 from orchestrator.pipeline import Orchestrator
 from orchestrator.settings import get_settings
-from orchestrator.steps.registry import PIPELINE
+from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
 
 log = logging.getLogger(__name__)
 #: The default pipeline's queues (orchestrator/steps/registry.py).
 QUEUES = ",".join(PIPELINE.all_queues)
-#: Worker roles of ``pipeline up --workers-by-role``: the queue groups of deploy/ and of the
-#: README's "Many machines" (node name, queues, whether it takes --concurrency or runs one).
-ROLES = (("steps", "validate,archive", True), ("optimize", "optimize", True),
-         ("maintenance", "maintenance", False))
 LOCK_NAME = "pipeline-up.lock"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -54,9 +50,11 @@ def worker_command(concurrency: int, name: str = "pipeline", queues: str | None 
 
 
 def role_worker_commands(concurrency: int) -> list[list[str]]:
-    """One worker per role, each named by it (steps@host, optimize@host, maintenance@host)."""
-    return [worker_command(concurrency if scaled else 1, name=name, queues=queues)
-            for name, queues, scaled in ROLES]
+    """One worker per role of the configured pipeline (orchestrator/steps/registry.py), each
+    named by it (steps@host, optimize@host, maintenance@host); maintenance runs one process."""
+    return [worker_command(1 if role == MAINTENANCE_QUEUE else concurrency, name=role,
+                           queues=",".join(queues))
+            for role, queues in get_settings().steps.roles().items()]
 
 
 def start(command: Sequence[str], log: Path | None = None,

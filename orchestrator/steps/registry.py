@@ -39,6 +39,9 @@ class Step:
     ``soft_time_limit``/``time_limit``: seconds before the step is asked to stop / is killed
     (``PIPELINE_<NAME>_SOFT_TIME_LIMIT``/``_TIME_LIMIT`` override them for the built-in steps).
     ``queue``: the broker queue its messages go to; default: the step's name.
+    ``role``: the worker role that serves its queue when workers are split by role
+    (``pipeline up --workers-by-role``, deploy/): "steps" for light, file-bound steps, or a role
+    of its own for a heavy one (the optimizer's), so that it can be scaled apart.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Step:
     soft_time_limit: int
     time_limit: int
     queue: str = ""
+    role: str = "steps"
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -126,6 +130,16 @@ class StepRegistry:
         """Every queue a worker of this pipeline consumes: the steps' and maintenance."""
         return (*self.queues, MAINTENANCE_QUEUE)
 
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        """Worker roles and the queues each serves, in step order, maintenance last."""
+        found: dict[str, list[str]] = {}
+        for step in self._steps:
+            queues = found.setdefault(step.role, [])
+            if step.queue not in queues:
+                queues.append(step.queue)
+        return {**{role: tuple(queues) for role, queues in found.items()},
+                MAINTENANCE_QUEUE: (MAINTENANCE_QUEUE,)}
+
     def routes(self) -> dict[str, dict[str, str]]:
         """Celery ``task_routes``: each step's task to its queue, every other task to
         maintenance."""
@@ -151,7 +165,7 @@ PIPELINE = StepRegistry([
     Step("validate", "orchestrator.steps.run:run_validate", progress=30,
          soft_time_limit=120, time_limit=150),
     Step("optimize", "orchestrator.steps.run:run_optimize", progress=60,
-         soft_time_limit=300, time_limit=360),
+         soft_time_limit=300, time_limit=360, role="optimize"),
     Step("archive", "orchestrator.steps.run:run_archive", progress=10,
          soft_time_limit=120, time_limit=150),
 ])

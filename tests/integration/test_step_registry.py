@@ -37,6 +37,10 @@ def test_the_celery_configuration_is_made_from_the_registry(tmp_path: Path) -> N
         "validate", "optimize", "concentration", "archive", "maintenance"]
     assert conf["task_annotations"]["pipeline.concentration"] == {
         "soft_time_limit": 20, "time_limit": 30}
+    # a new step is served by the "steps" role unless it names its own
+    assert settings.steps.roles() == {"steps": ("validate", "concentration", "archive"),
+                                      "optimize": ("optimize",),
+                                      "maintenance": ("maintenance",)}
     # the built-in steps' limits are still overridden by their settings
     assert Settings(step_registry=REGISTRY, optimize_time_limit=999).time_limits("optimize") \
         == (300, 999)
