@@ -96,9 +96,7 @@ class StepTask(Task):
         )
 
     def _progress(self, job_id: str, fraction: float, lease: float) -> None:
-        """On the job row (renewing the lease), and as Celery task state meta."""
-        lifecycle.report_progress(job_id, self.step, fraction, lease)
-        progress_meta.report(self, job_id, self.step, fraction)
+        progress_meta.step_progress(self, job_id, self.step, fraction, lease)
 
     def _guarded(self, ctx: StepContext, message: JobMessage) -> JobMessage:
         try:
