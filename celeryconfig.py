@@ -13,6 +13,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from orchestrator import results, security, transport
+from orchestrator.policy import limits as task_limits
 from orchestrator.rotation.schedule import beat_entries as rotation_beat
 from orchestrator.settings import Settings
 from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
@@ -90,11 +91,7 @@ def _delivery(s: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": s.prefetch_multiplier,
         "worker_concurrency": s.worker_concurrency,
-        "task_annotations": {
-            f"pipeline.{step}": dict(zip(("soft_time_limit", "time_limit"), s.time_limits(step),
-                                         strict=True))
-            for step in s.steps.names
-        },
+        "task_annotations": task_limits.task_annotations(s),  # orchestrator/policy/limits.py
         "worker_max_tasks_per_child": s.worker_max_tasks_per_child,
         "worker_max_memory_per_child": s.worker_max_memory_per_child,
         # The status store records every job; results are kept only where a chord reads them.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import lifecycle, safeopen
+from orchestrator import faults, lifecycle, safeopen
 from orchestrator.errors import DataError, PipelineError, TransientError
 from orchestrator.jobspec import make_params, read_job_file, wants_force
 from orchestrator.paths import Share
@@ -32,7 +32,6 @@ from orchestrator.safeopen import Refused
 from orchestrator.settings import Settings
 from orchestrator.store import intake as records
 from orchestrator.store.jobs import NewJob
-from orchestrator.watch import faults
 from orchestrator.watch.claim import BATCH_PREFIX, Claim
 from orchestrator.watch.jobrefs import named_csv
 
@@ -109,9 +108,9 @@ class Intake:
                 if not lost_ok:
                     raise
                 outcome.lost.append(path)
-        faults.point("after_claim")
+        faults.reach(faults.INTAKE_AFTER_CLAIM)
         self._record(taken, batch, dedupe, outcome)
-        faults.point("after_record")
+        faults.reach(faults.INTAKE_AFTER_RECORD)
         lifecycle.set_aside(self.share, self._set_aside(taken, outcome))
         self._publish(taken, outcome, batch, keep_unpublished)
         return outcome
@@ -253,7 +252,7 @@ class Intake:
             if not keep_unpublished:  # the user sees the error now: fail the jobs, keep files
                 self._fail_unpublished(claims, error)
             raise TransientError(f"broker unavailable: {error}") from error
-        faults.point("after_publish")
+        faults.reach(faults.INTAKE_AFTER_PUBLISH)
         for claim in claims:
             claim.done()
 

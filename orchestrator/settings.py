@@ -401,8 +401,8 @@ def explain(error: ValidationError) -> str:
 
 #: ``PIPELINE_*`` variables that are read, but are not settings: the CLI's token, the API
 #: address of the CLI's remote mode, fault points and knobs of the tests and benchmarks.
-NOT_SETTINGS = ("PIPELINE_TOKEN", "PIPELINE_API_URL", "PIPELINE_FAULTS", "PIPELINE_WATCH_FAULT",
-                "PIPELINE_ROTATION_CRASH_AT", "PIPELINE_SQL_STATS_DIR", "PIPELINE_TEST_",
+NOT_SETTINGS = ("PIPELINE_TOKEN", "PIPELINE_API_URL", "PIPELINE_FAULTS",
+                "PIPELINE_SQL_STATS_DIR", "PIPELINE_TEST_",
                 "PIPELINE_REQUIRE_SERVERS", "PIPELINE_FUZZ_SECONDS", "PIPELINE_MULTIHOST_JOBS")
 
 

@@ -1,10 +1,12 @@
-"""Notifications of ended jobs (maintenance queue): deliver, retry with backoff, record."""
+"""Notifications of ended jobs (maintenance queue): deliver, retry as the task policy decides,
+record."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from orchestrator import policy
 from orchestrator.celery import app
 from orchestrator.logs import job_context
 from orchestrator.monitoring import notify as notifications
@@ -25,11 +27,11 @@ def notify(self: Any, job_id: str, channel: str) -> str:
         try:
             outcome = notifications.deliver(channel, body, settings)
         except notifications.DeliveryError as error:
-            if error.retry and self.request.retries < settings.notify_retries:
-                delay = notifications.backoff(self.request.retries)
+            decision = policy.decide(error, self.request.retries, self.name, settings)
+            if decision.action is policy.Action.RETRY:
                 log.warning("%s notification, attempt %d failed (%s); next in %.1f s",
-                            channel, attempt, error, delay)
-                raise self.retry(countdown=delay, max_retries=settings.notify_retries) from None
+                            channel, attempt, error, decision.delay)
+                raise self.retry(countdown=decision.delay, max_retries=decision.limit) from None
             log.error("%s notification failed after %d attempt(s): %s", channel, attempt, error)
             store.note(job_id, f"{channel} notification failed after {attempt} attempt(s): "
                                f"{error}")

@@ -1,6 +1,10 @@
 """Storage rotation on the ``maintenance`` queue: the beat task plans and dispatches a run; each
 batch task rotates one batch (orchestrator/rotation/batch.py) and shows its progress as task
-state ``PROGRESS`` with meta (Flower, ``celery -A orchestrator result <id>``)."""
+state ``PROGRESS`` with meta (Flower, ``celery -A orchestrator result <id>``).
+
+A batch's time and rate limits, and what its errors mean, are the task policy's
+(orchestrator/policy/): Celery applies the limits from ``task_annotations`` when the task binds
+to the app, so they follow the settings the app was built from, not those of the import."""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
 
+from orchestrator import policy
 from orchestrator.celery import app
 from orchestrator.rotation import journal, runner
 from orchestrator.rotation.batch import run_batch
@@ -23,7 +27,6 @@ from orchestrator.settings import get_settings
 from orchestrator.store.jobs import now
 
 log = logging.getLogger(__name__)
-_settings = get_settings()
 PROGRESS_EVERY = 0.5  # seconds between task-state updates
 
 
@@ -55,12 +58,7 @@ class _Progress:
             self.task.update_state(state="PROGRESS", meta=meta)
 
 
-_HARD = _settings.rotation_time_limit
-
-
-@app.task(bind=True, name="pipeline.rotate_batch", ignore_result=False, acks_late=True,
-          time_limit=_HARD, soft_time_limit=_HARD - min(60, _HARD // 10),
-          rate_limit=_settings.rotation_task_rate_limit, max_retries=_settings.max_retries)
+@app.task(bind=True, name="pipeline.rotate_batch", ignore_result=False, acks_late=True)
 def rotate_batch(self: Task, run_id: str, cutoffs: dict[str, str], spec: dict[str, Any],
                  rate: float | None = None) -> dict[str, Any]:
     """Rotate one batch; a database outage retries it (it is idempotent), then counts it failed."""
@@ -68,17 +66,12 @@ def rotate_batch(self: Task, run_id: str, cutoffs: dict[str, str], spec: dict[st
     try:
         return run_batch(run_id, decode_cutoffs(cutoffs), batch, get_settings(), rate=rate,
                          progress=_Progress(self)).to_dict()
-    except DBAPIError as error:
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=error, countdown=min(60, 2 ** self.request.retries)) from None
-        _record(run_id, batch, error)
-        raise
-    except SoftTimeLimitExceeded as error:
-        _record(run_id, batch, TimeoutError(f"batch took longer than its soft limit "
-                                            f"({self.soft_time_limit} s)"))
-        raise error
     except Exception as error:  # recorded so the run can finish, then re-raised (traceback)
-        _record(run_id, batch, error)
+        decision = policy.decide(error, self.request.retries, self.name, get_settings())
+        if decision.action in (policy.Action.RETRY, policy.Action.REDELIVER):
+            raise self.retry(exc=error, countdown=decision.delay,
+                             max_retries=decision.limit) from None
+        _record(run_id, batch, decision.error)
         raise
 
 

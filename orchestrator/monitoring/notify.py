@@ -2,8 +2,9 @@
 
 When a job ends, :func:`job_ended` publishes one ``pipeline.notify`` task per configured
 channel to the maintenance queue and returns: the step that ended the job never waits for a
-receiver. The task (tasks/monitoring.py) delivers, retries a failed delivery with exponential
-backoff up to PIPELINE_NOTIFY_RETRIES times, and records the outcome in the job's history as a
+receiver. The task (tasks/monitoring.py) delivers, retries a failed delivery as the task policy
+decides (orchestrator/policy/: backoff capped at 5 minutes, up to PIPELINE_NOTIFY_RETRIES
+times), and records the outcome in the job's history as a
 remark (the job's state is never changed by a notification).
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import smtplib
 import urllib.error
 import urllib.request
@@ -36,6 +36,11 @@ class DeliveryError(Exception):
     def __init__(self, message: str, retry: bool = True) -> None:
         super().__init__(message)
         self.retry = retry
+
+    @property
+    def retryable(self) -> bool:
+        """What the task policy reads: a retryable error is transient."""
+        return self.retry
 
 
 def channels(settings: Settings) -> list[str]:
@@ -134,7 +139,3 @@ def _email_text(body: dict[str, Any]) -> str:
         lines.append(f"Folder: {body['folder']}")
     return "\n".join([*lines, "", json.dumps(body, indent=2, default=str)])
 
-
-def backoff(retries: int) -> float:
-    """Seconds before the next attempt: 1, 2, 4 … capped at 5 minutes, ±50 % jitter."""
-    return min(300.0, 2.0**retries) * random.uniform(0.5, 1.5)

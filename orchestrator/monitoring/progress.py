@@ -1,5 +1,8 @@
 """A step's progress as Celery task state meta (``PROGRESS``), beside the job row's percentage.
 
+:func:`step_progress` is the one call a running step makes: it writes the job row (the record,
+which also renews the step's lease) and then this meta.
+
 The job row is the record (``pipeline status``); this is for whoever reads Celery results
 (``AsyncResult(task_id).info``, Flower's task page): ``{"job_id", "step", "step_progress",
 "progress"}``. Written only when the app has a result backend, at most every
@@ -18,6 +21,7 @@ from celery import Task, states
 from celery.app.task import get_actual_ignore_result
 from celery.backends.base import DisabledBackend
 
+from orchestrator.lifecycle import report_progress
 from orchestrator.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,14 @@ _written: dict[str, tuple[float, dict[str, Any]]] = {}  # task id -> (monotonic,
 
 def percent(step: str, fraction: float) -> float:
     return round(get_settings().steps.progress_at(step, fraction), 1)
+
+
+def step_progress(task: Task, job_id: str, step: str, fraction: float,
+                  lease_seconds: float) -> None:
+    """A running step is ``fraction`` done: on the job row (renewing its lease), then as task
+    state meta. The row first: it is the record, and it must not wait on the result backend."""
+    report_progress(job_id, step, fraction, lease_seconds)
+    report(task, job_id, step, fraction)
 
 
 def report(task: Task, job_id: str, step: str, fraction: float) -> None:

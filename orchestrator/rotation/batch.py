@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator import lifecycle
+from orchestrator import faults, lifecycle
 from orchestrator.errors import (
     CorruptArchive,
     IllegalTransition,
@@ -22,7 +22,7 @@ from orchestrator.errors import (
     TransientError,
 )
 from orchestrator.paths import Share, write_json
-from orchestrator.rotation import faults, journal
+from orchestrator.rotation import journal
 from orchestrator.rotation.failures import classify_os_error, kind_of
 from orchestrator.rotation.packing import (
     Source,
@@ -131,14 +131,14 @@ def _rotate(batch: _Batch, cutoffs: dict[str, datetime]) -> Outcome:
             journal.finish_batch(batch.run_id, batch.spec.seq)
             return Outcome(batch.run_id, batch.spec.seq, "empty",
                            refused=len(written.refused))
-        faults.checkpoint(faults.AFTER_ARCHIVE, batch.share.root / batch.archive)
+        faults.reach(faults.ROTATION_AFTER_ARCHIVE, batch.share.root / batch.archive)
         try:
             _commit(batch, written)
         except IllegalTransition as error:
             log.info("rotation batch %s: %s; redoing it", batch.archive, error)
             discard(batch.share.root / batch.archive)
             continue
-        faults.checkpoint(faults.AFTER_ROWS, batch.share.root / batch.archive)
+        faults.reach(faults.ROTATION_AFTER_ROWS, batch.share.root / batch.archive)
         _refused(batch, written)
         _report(batch, "removing", len(written.jobs), written.bytes)
         remove_job_folders(batch.share, [job.id for job in written.jobs])
@@ -172,7 +172,7 @@ def _pack(batch: _Batch, sources: list[Source]) -> Written:
             level=batch.settings.rotation_compress_level,
             throttle=batch.throttle,
             progress=lambda n, size: _report(batch, "packing", n, size, len(sources)))
-        faults.checkpoint(faults.ARCHIVE_WRITTEN, written.part)
+        faults.reach(faults.ROTATION_ARCHIVE_WRITTEN, written.part)
         _report(batch, "verifying", len(sources), written.bytes, len(sources))
         verify_archive(written.part, written.sha256, expected_members(written.jobs),
                        root=batch.share.root)

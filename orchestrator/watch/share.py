@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import safeopen
+from orchestrator.policy.backoff import JITTER, backoff
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,14 @@ def listing(folder: Path, tracked: Iterable[Path]) -> list[Path]:
 
 @dataclass
 class Outage:
-    """Backoff and calm logging for one thing that went away (the share, the store...)."""
+    """Backoff and calm logging for one thing that went away (the share, the store...).
+
+    The waits are the task policy's backoff (orchestrator/policy/backoff.py) from ``base`` up to
+    MAX_BACKOFF, with jitter: watchers on several hosts do not all return at the same moment."""
 
     what: str
     base: float
+    jitter: float = JITTER
     since: float | None = None
     tries: int = 0
     retry_at: float = 0.0
@@ -83,7 +88,7 @@ class Outage:
             self.logged_at = now
             log.warning("%s still unavailable after %.0f s (%d tries): %s", self.what,
                         now - self.since, self.tries, reason)
-        delay = min(MAX_BACKOFF, self.base * 2 ** min(self.tries, 16))
+        delay = backoff(self.tries, base=self.base, cap=MAX_BACKOFF, jitter=self.jitter)
         self.tries += 1
         self.retry_at = now + delay
         return delay

@@ -49,7 +49,7 @@ def test_redis_restarts_mid_run(fault_env, supervised, beat, sample_csv, record,
     # billiard's hard-limit kill of a child in the middle of writing its result corrupts the
     # pool's pipe and the whole worker exits (UnpicklingError; seen with a 6 s limit here).
     _point_at(fault_env, monkeypatch, PIPELINE_BROKER_URL=url, PIPELINE_RESULT_BACKEND=url,
-              PIPELINE_FAULTS="sleep:validate:0.2",
+              PIPELINE_FAULTS="sleep:step.validate:0.2",
               **{f"PIPELINE_{step}_SOFT_TIME_LIMIT": "20" for step in STEP_NAMES},
               **{f"PIPELINE_{step}_TIME_LIMIT": "30" for step in STEP_NAMES})
     # A worker exits when it loses the broker (celeryconfig._outage_bounds): supervised here,
@@ -84,7 +84,7 @@ def test_postgresql_unreachable_for_ten_seconds(fault_env, worker, sample_csv, r
     proxy = TcpProxy((direct.host or "127.0.0.1", direct.port or 5432))
     through = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     fault_env.variables.update(PIPELINE_DATABASE_URL=through,
-                               PIPELINE_FAULTS="sleep:optimize:0.3")
+                               PIPELINE_FAULTS="sleep:step.optimize:0.3")
     worker(fault_env, concurrency=2)
     orch = Orchestrator(fault_env.settings, app=create_app(fault_env.settings))
     ids = [orch.submit(sample_csv, PARAMS) for _ in range(20)]
@@ -108,7 +108,7 @@ def test_a_step_past_its_limits_fails_and_the_worker_goes_on(embedded_fault_env,
     # Given a worker where "hang*" inputs block in optimize like a C call (soft limit ignored)
     # and "slow*" inputs sleep past the soft limit
     env = embedded_fault_env
-    env.variables["PIPELINE_FAULTS"] = "hang:optimize@hang,sleep:optimize:8@slow"
+    env.variables["PIPELINE_FAULTS"] = "hang:step.optimize@hang,sleep:step.optimize:8@slow"
     working = worker(env, concurrency=2)
     orch = Orchestrator(env.settings, app=create_app(env.settings))
     names = ["hang.csv", "slow.csv", "fine.csv"]

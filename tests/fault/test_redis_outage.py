@@ -51,7 +51,7 @@ def test_redis_away_longer_than_the_soft_limit(servers_env, supervised, beat, sa
     redis = start_redis(tmp_path, port)
     url = f"redis://127.0.0.1:{port}/0"
     _configure(servers_env, monkeypatch, PIPELINE_BROKER_URL=url, PIPELINE_RESULT_BACKEND=url,
-               PIPELINE_FAULTS="sleep:validate:0.2", PIPELINE_RECOVERY_INTERVAL="2",
+               PIPELINE_FAULTS="sleep:step.validate:0.2", PIPELINE_RECOVERY_INTERVAL="2",
                PIPELINE_REQUEUE_LOST_AFTER="10", PIPELINE_LEASE_GRACE_SECONDS="2",
                PIPELINE_VISIBILITY_TIMEOUT="30",
                **{f"PIPELINE_{s}_SOFT_TIME_LIMIT": str(SOFT) for s in STEPS},

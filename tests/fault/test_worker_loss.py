@@ -31,7 +31,7 @@ def _at_step(job_ids: list[str], step: str) -> bool:
 
 def _kill_mid_step(env, worker, beat, sample_csv, record, step: str, label: str) -> None:
     # Given a worker whose <step> takes 3 s, and beat running recovery
-    env.variables["PIPELINE_FAULTS"] = f"sleep:{step}:3"
+    env.variables["PIPELINE_FAULTS"] = f"sleep:step.{step}:3"
     first = worker(env, concurrency=2)
     del env.variables["PIPELINE_FAULTS"]
     beat(env)
@@ -72,7 +72,7 @@ def test_chaos_loop_kills_a_random_worker_every_two_seconds(fault_env, worker, b
                                                             record):
     # Given two workers, beat, and N jobs (200 for docs/reliability.md; fewer in CI)
     count = int(os.environ.get("PIPELINE_FAULT_JOBS", "40"))
-    fault_env.variables["PIPELINE_FAULTS"] = "sleep:optimize:0.3"  # so kills land mid-work
+    fault_env.variables["PIPELINE_FAULTS"] = "sleep:step.optimize:0.3"  # so kills land mid-work
     workers = [worker(fault_env, concurrency=1) for _ in range(2)]
     beat(fault_env)
     orch = Orchestrator(fault_env.settings, app=create_app(fault_env.settings))

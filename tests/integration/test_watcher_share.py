@@ -170,13 +170,13 @@ def test_a_watcher_killed_between_claim_and_publish_loses_nothing_and_runs_once(
         env, spawn, worker, sample_csv, fault):
     # given a worker, and a watcher that dies (as by SIGKILL) at a point of its intake
     worker(env)
-    env.variables["PIPELINE_WATCH_FAULT"] = fault
+    env.variables["PIPELINE_FAULTS"] = f"exit:intake.{fault}"
     crashing = watcher(spawn, env, "crashing")
     drop(env, "prices.csv", sample_csv.read_text())
     assert crashing.proc.wait(20) == 137
     assert os.listdir(env.share / "input") == []  # claimed, then the crash
     # when a watcher starts again
-    del env.variables["PIPELINE_WATCH_FAULT"]
+    del env.variables["PIPELINE_FAULTS"]
     restarted = watcher(spawn, env, "restarted")
     # then the file becomes exactly one job, which runs once to the end
     wait_until(lambda: len(store.list_jobs()) == 1 and store.list_jobs()[0].state in FINAL,

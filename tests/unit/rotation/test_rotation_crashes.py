@@ -14,7 +14,8 @@ import pytest
 
 from cli.exit_codes import Exit
 from cli.rotate import exit_code
-from orchestrator.rotation import faults, journal, packing, resume
+from orchestrator import faults
+from orchestrator.rotation import journal, packing, resume
 from orchestrator.store import jobs as store
 from tests.rotation_support import check_consistent, days_ago, make_jobs, run_rotation, tree
 
@@ -24,15 +25,15 @@ class Crash(BaseException):
 
 
 def crash_at(monkeypatch: pytest.MonkeyPatch, point: str, times: int = 1) -> list[Path]:
-    """Make ``faults.checkpoint`` crash the first ``times`` times ``point`` is reached."""
+    """Make ``faults.reach`` crash the first ``times`` times ``point`` is reached."""
     reached: list[Path] = []
 
-    def checkpoint(name: str, path: Path | None = None) -> None:
+    def reach(name: str, path: str | Path = "") -> None:
         if name == point and len(reached) < times:
-            reached.append(path)  # type: ignore[arg-type]
+            reached.append(Path(path))
             raise Crash(name)
 
-    monkeypatch.setattr(faults, "checkpoint", checkpoint)
+    monkeypatch.setattr(faults, "reach", reach)
     return reached
 
 
@@ -43,7 +44,7 @@ def old_jobs(share, count: int = 30) -> list[str]:  # type: ignore[no-untyped-de
 def test_crash_after_the_archive_is_written_before_the_rows_change(share, monkeypatch):
     # Given old jobs, and a crash right after the first archive is written and verified
     ids = old_jobs(share)
-    reached = crash_at(monkeypatch, faults.AFTER_ARCHIVE)
+    reached = crash_at(monkeypatch, faults.ROTATION_AFTER_ARCHIVE)
     with pytest.raises(Crash):
         run_rotation(share.settings)
     # Then the archive exists, but no row changed and every folder is still there
@@ -66,7 +67,7 @@ def test_crash_after_the_archive_is_written_before_the_rows_change(share, monkey
 def test_crash_after_the_rows_change_before_the_folders_are_removed(share, monkeypatch):
     # Given old jobs, and a crash right after the rows moved to archived
     ids = old_jobs(share)
-    crash_at(monkeypatch, faults.AFTER_ROWS)
+    crash_at(monkeypatch, faults.ROTATION_AFTER_ROWS)
     with pytest.raises(Crash):
         run_rotation(share.settings)
     # Then the rows say archived, their archive verifies, and the folders are still there
@@ -83,13 +84,13 @@ def test_crash_after_the_rows_change_before_the_folders_are_removed(share, monke
 
 
 def test_a_real_process_killed_after_the_rows_change(share):
-    # Given a rotation in its own process that dies (exit 70, no cleanup) after the rows change
+    # Given a rotation in its own process that dies (exit 137, no cleanup) after the rows change
     old_jobs(share, 10)
     script = ("from orchestrator.settings import get_settings\n"
               "from tests.rotation_support import run_rotation\n"
               "run_rotation(get_settings())\n")
     died = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[3],
-                          env={**share.environ(), "PIPELINE_ROTATION_CRASH_AT": "after_rows"},
+                          env={**share.environ(), "PIPELINE_FAULTS": "exit:rotation.after_rows"},
                           capture_output=True, text=True, timeout=120)
     assert died.returncode == faults.CRASH_EXIT, died.stderr
     assert check_consistent(share.share, pending_removal=True) == {"archived": 10}
@@ -103,13 +104,13 @@ def test_a_corrupt_archive_fails_verification_and_nothing_is_deleted(share, monk
     old_jobs(share)
     before = tree(share.share / "completed")
 
-    def corrupt(name: str, path: Path | None = None) -> None:
-        if name == faults.ARCHIVE_WRITTEN:
-            data = bytearray(path.read_bytes())  # type: ignore[union-attr]
+    def corrupt(name: str, path: str | Path = "") -> None:
+        if name == faults.ROTATION_ARCHIVE_WRITTEN:
+            data = bytearray(Path(path).read_bytes())
             data[len(data) // 2] ^= 0xFF
-            path.write_bytes(bytes(data))  # type: ignore[union-attr]
+            Path(path).write_bytes(bytes(data))
 
-    monkeypatch.setattr(faults, "checkpoint", corrupt)
+    monkeypatch.setattr(faults, "reach", corrupt)
     # When a run goes
     run = run_rotation(share.settings)
     # Then the batch failed as corrupt, the run exits 13, nothing was archived or deleted
