@@ -122,6 +122,11 @@ def field(name: str) -> FieldInfo:
     return Parameters.model_fields[name]
 
 
+def default(name: str) -> Any:
+    """The declared default (a settings-backed parameter's PIPELINE_* may differ)."""
+    return field(name).default
+
+
 def value_type(name: str) -> Any:
     """The field's type without ``| None``: int, float, str or a Literal."""
     annotation = field(name).annotation

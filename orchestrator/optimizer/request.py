@@ -34,20 +34,21 @@ TARGETS = {"target_volatility": "efficient_risk", "target_return": "efficient_re
 class PortfolioRequest:
     """K holdings, an objective, per-holding bounds and how to estimate risk and return.
 
-    The first five fields keep their positions: callers build requests positionally.
+    The first five fields keep their positions: callers build requests positionally. The
+    defaults are the job parameters' (orchestrator/params.py).
     """
 
     portfolio_size: int
-    objective: str = "min_volatility"
-    max_weight: float = 0.25
-    min_weight: float = 0.01
-    risk_free_rate: float = 0.02
-    target_volatility: float | None = None
-    target_return: float | None = None
-    covariance: str = "ledoit_wolf"
-    expected_returns: str = "mean"
-    ewma_span: int = 180
-    returns: str = "simple"
+    objective: str = params.default("objective")
+    max_weight: float = params.default("max_weight")
+    min_weight: float = params.default("min_weight")
+    risk_free_rate: float = params.default("risk_free_rate")
+    target_volatility: float | None = params.default("target_volatility")
+    target_return: float | None = params.default("target_return")
+    covariance: str = params.default("covariance")
+    expected_returns: str = params.default("expected_returns")
+    ewma_span: int = params.default("ewma_span")
+    returns: str = params.default("returns")
 
 
 def from_mapping(values: Mapping[str, Any]) -> PortfolioRequest:
