@@ -8,6 +8,7 @@ test walks the model, so a parameter added later cannot be forgotten on the comm
 
 from __future__ import annotations
 
+import enum
 import json
 import typing
 from pathlib import Path
@@ -17,15 +18,19 @@ import annotated_types
 import click
 import pytest
 from click.testing import CliRunner
+from pydantic import Field
 from starlette.testclient import TestClient
 
 from cli import main as local
+from cli import params as options
 from cli import remote
 from cli.main import pipeline
+from orchestrator import params
 from orchestrator.api.app import create_app
 from orchestrator.api.submit import form_params
 from orchestrator.errors import ParameterError
 from orchestrator.jobspec import JobParams, make_params, read_job_file
+from orchestrator.params import Parameters
 from orchestrator.paths import Share
 
 #: `pipeline submit` options that are not job parameters.
@@ -202,3 +207,39 @@ def test_the_openapi_document_shows_the_declared_bounds_choices_and_help(env: An
         assert tuple(fields["covariance"]["enum"]) == declared_choices("covariance")
     batch = document["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
     assert batch["multipart/form-data"]["schema"]["properties"]["ewma_span"]["maximum"] == 100_000
+
+
+# ------------------------------------------------- kinds no parameter has yet: flag, Enum
+
+
+class Mode(enum.Enum):
+    FAST = "fast"
+    EXACT = "exact"
+
+
+class Extended(Parameters):
+    dry_run: bool = Field(False, description="plan only")
+    mode: Mode = Field(Mode.FAST, description="how hard to try")
+
+
+def test_a_future_bool_is_a_flag_and_an_enum_a_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a model with a bool and an Enum field (none of today's parameters is either)
+    monkeypatch.setattr(params, "Parameters", Extended)
+
+    @click.command()
+    @options.option("dry_run")
+    @options.option("mode")
+    def command(**given: Any) -> None:
+        click.echo(json.dumps(given))
+
+    def run(*args: str) -> Any:
+        done = CliRunner().invoke(command, list(args))
+        return json.loads(done.output) if done.exit_code == 0 else (done.exit_code, done.output)
+
+    # then a flag not given stays unset (None), and both spellings are honoured
+    assert run() == {"dry_run": None, "mode": None}
+    assert run("--dry-run", "--mode", "exact") == {"dry_run": True, "mode": "exact"}
+    assert run("--no-dry-run")["dry_run"] is False
+    # and an Enum value it does not have is refused in the field's words
+    code, output = run("--mode", "slow")
+    assert code == 2 and "Input should be 'fast' or 'exact'" in output
