@@ -14,9 +14,9 @@ from cli import render
 from cli.auth import requires
 from cli.common import PipelineGroup, orchestrator, parse_since, quiet_broken_pipe
 from cli.exit_codes import Exit, epilog, exit_code_table
+from cli.params import parameter_options
 from orchestrator.auth import Role
 from orchestrator.errors import ConfigError, DataError, JobNotFound
-from orchestrator.optimizer.request import OBJECTIVES
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, STEPS, JobState
 
@@ -34,13 +34,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 @pipeline.command(epilog=epilog())
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--size", "portfolio_size", type=click.IntRange(10, 100), help="Holdings (10-100).")
-@click.option("--objective", type=click.Choice(list(OBJECTIVES)))
-@click.option("--max-weight", type=click.FloatRange(0, 1, min_open=True))
-@click.option("--min-weight", type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option("--risk-free-rate", type=float)
-@click.option("--target-volatility", type=float, help="Annual, for efficient_risk.")
-@click.option("--target-return", type=float, help="Annual, for efficient_return.")
+@parameter_options  # one option per job parameter, from orchestrator/params.py (cli/params.py)
 @click.option("--batch", is_flag=True, help="Submit the files as one batch (a folder always is).")
 @click.option("--wait", is_flag=True, help="Wait for the jobs to end; exit 7 if one failed.")
 @click.option("--force", is_flag=True,
@@ -51,16 +45,13 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_jso
            **options: Any) -> None:
     """Submit price files (CSV) or job files (JSON). A folder is submitted as one batch.
 
-    Example: pipeline submit prices.csv --size 20 --objective max_sharpe --wait
+    A parameter option given overrides the job file's value and the default; one not given
+    is not sent. Example: pipeline submit prices.csv --size 20 --objective max_sharpe --wait
     """
-    params = {k: v for k, v in options.items() if v is not None}
+    params = {k: v for k, v in options.items() if v is not None}  # only what the user gave
     orch = orchestrator()
     job_ids, batch_ids = _submit(orch, files, params, batch, dedupe=not force)
-    if not as_json:
-        for job_id in job_ids:
-            click.echo(_submitted(job_id))
-        for batch_id in batch_ids:
-            click.echo(f"submitted batch {batch_id}")
+    refused = _report(job_ids, batch_ids, as_json)
     members = job_ids + [j.id for b in batch_ids for j in store.list_jobs(batch_id=b,
                                                                           limit=100_000)]
     ended = _wait(members, quiet=as_json) if wait else []
@@ -73,6 +64,8 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_jso
             for job in unfinished:
                 render.line(_ended_badly(job))
         raise SystemExit(Exit.JOB_FAILED if unfinished else Exit.OK)
+    if refused:  # as the API (422) and `pipeline submit` through it (cli/remote.py) exit
+        raise SystemExit(Exit.BAD_INPUT)
 
 
 def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,
@@ -98,6 +91,26 @@ def _submitted(job_id: str) -> str:
     if job.state is JobState.CANCELLED and (job.error or {}).get("type") == "DuplicateInput":
         return f"job {job_id} not run: {job.error['message']}"  # type: ignore[index]
     return f"submitted job {job_id}"
+
+
+def _report(job_ids: list[str], batch_ids: list[str], as_json: bool) -> list[str]:
+    """One line per job and batch; the jobs the intake refused (a bad parameter in a job
+    file, a file the share's rules refuse) on stderr, with the reason. Returns those."""
+    refused = [job for job in map(store.get_job, job_ids) if _refused(job)]
+    for job in refused:
+        click.echo(f"error: job {job.id} refused: {(job.error or {}).get('message')}", err=True)
+    if not as_json:
+        for job_id in job_ids:
+            if job_id not in {job.id for job in refused}:
+                click.echo(_submitted(job_id))
+        for batch_id in batch_ids:
+            click.echo(f"submitted batch {batch_id}")
+    return [job.id for job in refused]
+
+
+def _refused(job: store.Job) -> bool:
+    """Failed before any step ran: the intake refused it (its parameters, or the file)."""
+    return job.state is JobState.FAILED and job.step is None and bool(job.error)
 
 
 def _ended_badly(job: store.Job) -> str:

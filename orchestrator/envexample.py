@@ -5,8 +5,10 @@ themselves so they cannot drift (the README once documented two settings that ne
     python -m orchestrator.envexample --markdown > docs/reference.md
 
 Every field of :class:`orchestrator.settings.Settings` is listed with what it means, its
-bounds and its default. A unit test (tests/unit/test_deploy_files.py) fails when a setting is
-missing from the file or has neither a description in settings.py nor a note here.
+bounds and its default; the Markdown ends with the job parameters
+(:class:`orchestrator.params.Parameters`: job files, ``pipeline submit`` options, the API).
+A unit test (tests/unit/test_deploy_files.py) fails when a setting is missing from the file
+or has neither a description in settings.py nor a note here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
+from orchestrator import params
 from orchestrator.settings import Settings
 
 #: Meaning of the settings whose Field has no description.
@@ -26,11 +29,6 @@ NOTES: dict[str, str] = {
     "prefetch_multiplier": "messages each worker process reserves ahead (1: fair on long steps)",
     "task_events": "workers send task events; turn on where Flower runs",
     "log_level": "log level of workers, beat and the watcher",
-    "portfolio_size": "job default: holdings in the portfolio",
-    "objective": "job default: what the optimizer optimizes",
-    "max_weight": "job default: largest weight of one holding",
-    "min_weight": "job default: smallest weight of a holding",
-    "risk_free_rate": "job default: annual risk-free rate (Sharpe ratio)",
     "max_input_bytes": "larger input files are refused unread; also the most a .csv.gz may "
                        "expand to",
     "validate_soft_time_limit": "seconds before the validate step is asked to stop",
@@ -145,8 +143,34 @@ def render_markdown() -> str:
                       "| variable | default | values | meaning |", "|---|---|---|---|"]
         cells = [f"`PIPELINE_{name.upper()}`", f"`{_default(field)}`" if _default(field) else
                  "unset", _allowed(field), describe(name, field)]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append(_row(cells))
+    return "\n".join([*lines, *_parameters_markdown()]) + "\n"
+
+
+PARAMETERS_HEADER = """\
+## Job parameters
+
+What one job asks for: a field of a job file (`{"input_file": "prices.csv", "portfolio_size":
+30}`), an option of `pipeline submit` (`--portfolio-size 30`), a field of `POST /v1/jobs` and
+`POST /v1/batches`. Declared once, in `orchestrator/params.py`; a value out of its bounds is
+refused in the same words by each of them. A default that names a setting comes from it."""
+
+
+def _parameters_markdown() -> list[str]:
+    lines = ["", PARAMETERS_HEADER, "", "| parameter | `pipeline submit` | default | values | "
+             "meaning |", "|---|---|---|---|---|"]
+    for name, field in params.Parameters.model_fields.items():
+        default = f"`{_default(field)}`" if _default(field) else "none"
+        if name in params.SETTING_OF:
+            default += f" (`PIPELINE_{params.SETTING_OF[name].upper()}`)"
+        options = ", ".join(f"`{o}`" for o in params.option_names(name))
+        lines.append(_row([f"`{name}`", options, default, _allowed(field) or "text",
+                           field.description or ""]))
+    return lines
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def _default(field: FieldInfo) -> str:
@@ -178,7 +202,7 @@ def _allowed(field: FieldInfo) -> str:
 
 def _choices(annotation: object) -> list[str]:
     if typing.get_origin(annotation) is typing.Literal:
-        return [str(a) for a in typing.get_args(annotation)]
+        return [str(a).replace("\t", "\\t") for a in typing.get_args(annotation)]
     return []
 
 

@@ -5,59 +5,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from orchestrator import safeopen
 from orchestrator.errors import DataError, ParameterError
 from orchestrator.optimizer.request import PortfolioRequest, check_request, from_mapping
+from orchestrator.params import SETTING_OF, Parameters, choices
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
 
-Objective = Literal["min_volatility", "max_sharpe", "efficient_risk", "efficient_return",
-                    "risk_parity"]
-OBJECTIVES: tuple[str, ...] = Objective.__args__  # type: ignore[attr-defined]
+OBJECTIVES: tuple[str, ...] = choices("objective")
 #: A job file holds a few parameters; anything bigger is refused unread.
 MAX_JOB_FILE_BYTES = 1 << 20
 
 
-class JobParams(BaseModel):
-    """Parameters of one job; defaults come from settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    portfolio_size: int = Field(20, ge=10, le=100, strict=True)
-    objective: Objective = "min_volatility"
-    max_weight: float = Field(0.25, gt=0, le=1)
-    min_weight: float = Field(0.01, gt=0, lt=1)
-    risk_free_rate: float = Field(0.02, ge=-0.1, le=0.5)
-    target_volatility: float | None = Field(None, gt=0, le=5)  # efficient_risk, annual
-    target_return: float | None = Field(None, ge=-1, le=10)  # efficient_return, annual
-    covariance: Literal["ledoit_wolf", "sample"] = "ledoit_wolf"
-    expected_returns: Literal["mean", "ewma"] = "mean"
-    ewma_span: int = Field(180, ge=2, le=100_000, strict=True)  # trading days
-    returns: Literal["simple", "log"] = "simple"
-    reference_file: str | None = None
-    # How to read the price file (docs/inputs.md): "auto" detects per file.
-    separator: Literal["auto", ",", ";", "tab", "\t", "|"] = "auto"
-    decimal: Literal["auto", ".", ","] = "auto"
-    late_listing: Literal["trim_history", "drop_ticker"] = "trim_history"
+class JobParams(Parameters):
+    """Parameters of one job: the fields declared in orchestrator/params.py (defaults there
+    and in settings), checked across fields here with the optimizer's own checks."""
 
     @model_validator(mode="after")
     def _feasible(self) -> JobParams:
-        k = self.portfolio_size
-        if self.max_weight * k < 1 - 1e-12:
-            raise ValueError(
-                f"max_weight {self.max_weight} × portfolio_size {k} = {self.max_weight * k:g} "
-                f"< 1, so the weights cannot sum to 1: raise max_weight to at least {1 / k:.4g}"
-                + _or_size(self.max_weight))
-        if self.min_weight * k > 1 + 1e-12:
-            raise ValueError(f"min_weight {self.min_weight} × portfolio_size {k} > 1: lower "
-                             f"min_weight to at most {1 / k:.4g}")
-        if self.min_weight > self.max_weight:
-            raise ValueError(f"min_weight {self.min_weight} > max_weight {self.max_weight}")
-        try:  # the optimizer's own checks (targets and their objectives), no data needed
+        """What one field cannot say (weights × size, a target and its objective): the
+        optimizer's own checks, which need no data, so both refuse in the same words."""
+        try:
             check_request(self.request())
         except ParameterError as error:
             raise ValueError(str(error)) from None
@@ -76,14 +48,6 @@ class JobParams(BaseModel):
         return from_mapping(dict(self))
 
 
-def _or_size(max_weight: float) -> str:
-    """The other way out, when there is one: enough holdings (at most 100) at this cap. A
-    tiny cap (2e-311, found by fuzzing) makes 1 / cap infinite: no int() of that."""
-    if 1 / max_weight > 100:
-        return ""
-    return f" or portfolio_size to at least {int(-(-1 // max_weight))}"
-
-
 class JobFile(JobParams):
     """A ``*.json`` job file: ``input_file`` (a CSV in the share) plus any parameter."""
 
@@ -93,10 +57,8 @@ class JobFile(JobParams):
 
 
 def defaults(settings: Settings) -> dict[str, Any]:
-    return {**{key: getattr(settings, key) for key in
-               ("portfolio_size", "objective", "max_weight", "min_weight", "risk_free_rate",
-                "late_listing")},
-            "separator": settings.csv_separator, "decimal": settings.csv_decimal}
+    """The parameters whose default is a setting (PIPELINE_*), as the settings say."""
+    return {name: getattr(settings, key) for name, key in SETTING_OF.items()}
 
 
 def explain(error: ValidationError) -> str:

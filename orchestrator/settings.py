@@ -20,11 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator import secretfiles
 from orchestrator.errors import ConfigError
+from orchestrator.params import DecimalMark, LateListing, Objective, Separator, setting
 from orchestrator.steps import registry
 from orchestrator.steps.registry import PIPELINE, StepRegistry
 
-Objective = Literal["min_volatility", "max_sharpe", "efficient_risk", "efficient_return",
-                    "risk_parity"]
 #: The built-in pipeline's step names, in order (declared in orchestrator/steps/registry.py).
 STEPS: tuple[str, ...] = PIPELINE.names
 
@@ -54,21 +53,19 @@ class Settings(BaseSettings):
     step_work: Literal["real", "noop"] = Field(
         "real", description="noop: steps do no work; for benchmarks of the orchestration itself")
 
-    portfolio_size: int = Field(20, ge=10, le=100)
-    objective: Objective = "min_volatility"
-    max_weight: float = Field(0.25, gt=0, le=1)
-    min_weight: float = Field(0.01, gt=0, lt=1)
-    risk_free_rate: float = Field(0.02, ge=-0.1, le=0.5)
+    # Job defaults: default, bounds and meaning declared once, in orchestrator/params.py
+    portfolio_size: int = setting("portfolio_size")
+    objective: Objective = setting("objective")
+    max_weight: float = setting("max_weight")
+    min_weight: float = setting("min_weight")
+    risk_free_rate: float = setting("risk_free_rate")
 
     max_gap_days: int = Field(5, ge=0, le=60, description="longest gap filled forward")
     max_missing_fraction: float = Field(0.10, ge=0, le=1, description="sparser tickers dropped")
     max_input_bytes: int = Field(200_000_000, gt=0)
-    csv_separator: Literal["auto", ",", ";", "tab", "|"] = Field(
-        "auto", description="price files' field separator; auto: detected per file")
-    csv_decimal: Literal["auto", ".", ","] = Field(
-        "auto", description="price files' decimal mark; auto: detected per file")
-    late_listing: Literal["trim_history", "drop_ticker"] = Field(
-        "trim_history", description="a late-listed ticker: trim every history, or drop it")
+    csv_separator: Separator = setting("separator")
+    csv_decimal: DecimalMark = setting("decimal")
+    late_listing: LateListing = setting("late_listing")
 
     step_registry: str = Field(
         "orchestrator.steps.registry:PIPELINE",

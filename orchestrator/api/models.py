@@ -1,8 +1,9 @@
 """The API's response models (its OpenAPI document describes them) and request bodies.
 
 Job parameters are not redefined here: requests are checked by the job parameter model of
-orchestrator/jobspec.py (``JobParams``; a JSON request is a ``JobFile``), so the bounds live
-in one place.
+orchestrator/jobspec.py (``JobParams``; a JSON request is a ``JobFile``), and the request
+schemas are that model's JSON schema, so /openapi.json shows the bounds, choices and help
+declared in orchestrator/params.py.
 """
 
 from __future__ import annotations
@@ -97,9 +98,7 @@ def upload_schema(batch: bool) -> dict[str, Any]:
     files = ({"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
               "name": {"type": "string", "description": "the batch's name"}}
              if batch else {"file": {"type": "string", "format": "binary"}})
-    params = {name: {"type": "string", "description": f"job parameter (see JobParams): "
-                     f"{field.description or name}"}
-              for name, field in JobParams.model_fields.items()}
+    params = JobParams.model_json_schema()["properties"]  # bounds, choices, descriptions
     required = ["files"] if batch else ["file"]
     multipart = {"type": "object", "required": required,
                  "properties": {**files, **params, "force": {"type": "boolean"}}}

@@ -19,6 +19,7 @@ from orchestrator.api.errors import ApiError
 from orchestrator.errors import DataError, ParameterError
 from orchestrator.jobspec import JobParams, make_params
 from orchestrator.monitoring.health import check_broker
+from orchestrator.params import choices
 from orchestrator.pipeline import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
@@ -35,20 +36,25 @@ def form_params(fields: dict[str, str], file: str) -> tuple[dict[str, Any], bool
     send every input). Unknown names are passed on, for the model to refuse by name.
     """
     params: dict[str, Any] = {}
-    for name, text in fields.items():
-        if name in CONTROL_FIELDS or text.strip() == "":
+    for name, sent in fields.items():
+        text = sent if sent in _choices(name) else sent.strip()  # separator "\t" is a value
+        if name in CONTROL_FIELDS or text == "":
             continue
         declared = JobParams.model_fields.get(name)
         if declared is None:
             params[name] = text
             continue
         try:
-            params[name] = TypeAdapter(declared.annotation).validate_python(text.strip())
+            params[name] = TypeAdapter(declared.annotation).validate_python(text)
         except ValidationError as error:
             reason = error.errors()[0]["msg"]
             raise ParameterError(f"field {name!r}: {reason} (got {text[:100]!r})",
                                  file=file) from None
     return params, _flag(fields.get("force"))
+
+
+def _choices(name: str) -> tuple[str, ...]:
+    return choices(name) if name in JobParams.model_fields else ()
 
 
 def _flag(text: str | None) -> bool:

@@ -1,7 +1,10 @@
 """What a caller may ask of the optimizer, and the checks that need no data.
 
 Every refusal says what would be feasible. Checks that need the data (a target volatility
-below the lowest reachable, a target return above the highest) live in the engine.
+below the lowest reachable, a target return above the highest) live in the engine. Bounds and
+choices are the job parameters' own (orchestrator/params.py): a request built here directly
+(tests, benchmarks) is held to the same limits as a job file. The checks across fields are
+declared here only; the job parameter model (jobspec.JobParams) calls them.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from orchestrator import params
 from orchestrator.errors import ParameterError
 
-OBJECTIVES = ("min_volatility", "max_sharpe", "efficient_risk", "efficient_return", "risk_parity")
-COVARIANCES = ("ledoit_wolf", "sample")
-EXPECTED_RETURNS = ("mean", "ewma")
-RETURN_KINDS = ("simple", "log")
+OBJECTIVES = params.choices("objective")
+COVARIANCES = params.choices("covariance")
+EXPECTED_RETURNS = params.choices("expected_returns")
+RETURN_KINDS = params.choices("returns")
 TRADING_DAYS = 252
-MIN_SIZE, MAX_SIZE = 10, 100
-MIN_SPAN, MAX_SPAN = 2, 100_000
+MIN_SIZE, MAX_SIZE = params.int_bounds("portfolio_size")
+MIN_SPAN, MAX_SPAN = params.int_bounds("ewma_span")
+#: Added to the refusal of a number outside its declared bounds.
+HINTS = {"min_weight": " so that all portfolio_size tickers are held: use e.g. 0.01",
+         "target_volatility": " (annual, e.g. 0.15)", "target_return": " (annual, e.g. 0.1)"}
 TARGETS = {"target_volatility": "efficient_risk", "target_return": "efficient_return"}
 
 
@@ -27,20 +34,21 @@ TARGETS = {"target_volatility": "efficient_risk", "target_return": "efficient_re
 class PortfolioRequest:
     """K holdings, an objective, per-holding bounds and how to estimate risk and return.
 
-    The first five fields keep their positions: callers build requests positionally.
+    The first five fields keep their positions: callers build requests positionally. The
+    defaults are the job parameters' (orchestrator/params.py).
     """
 
     portfolio_size: int
-    objective: str = "min_volatility"
-    max_weight: float = 0.25
-    min_weight: float = 0.01
-    risk_free_rate: float = 0.02
-    target_volatility: float | None = None
-    target_return: float | None = None
-    covariance: str = "ledoit_wolf"
-    expected_returns: str = "mean"
-    ewma_span: int = 180
-    returns: str = "simple"
+    objective: str = params.default("objective")
+    max_weight: float = params.default("max_weight")
+    min_weight: float = params.default("min_weight")
+    risk_free_rate: float = params.default("risk_free_rate")
+    target_volatility: float | None = params.default("target_volatility")
+    target_return: float | None = params.default("target_return")
+    covariance: str = params.default("covariance")
+    expected_returns: str = params.default("expected_returns")
+    ewma_span: int = params.default("ewma_span")
+    returns: str = params.default("returns")
 
 
 def from_mapping(values: Mapping[str, Any]) -> PortfolioRequest:
@@ -95,11 +103,10 @@ def _check_numbers(request: PortfolioRequest) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or not math.isfinite(value):
             raise ParameterError(f"{name} must be a finite number, got {value!r}")
-    if request.min_weight <= 0:
-        raise ParameterError(f"min_weight {request.min_weight:g} must be > 0 so that all "
-                             f"portfolio_size tickers are held: use e.g. 0.01")
-    if request.max_weight > 1:
-        raise ParameterError(f"max_weight {request.max_weight:g} is above 1: use at most 1")
+        declared = params.bounds(name)
+        if value not in declared:
+            raise ParameterError(f"{name} {value:g} must be {declared.words()}"
+                                 f"{HINTS.get(name, '')}")
 
 
 def _check_targets(request: PortfolioRequest) -> None:
@@ -111,9 +118,6 @@ def _check_targets(request: PortfolioRequest) -> None:
         if request.objective != objective and value is not None:
             raise ParameterError(f"{name} is used only by objective {objective}: remove it or "
                                  f"set objective {objective}")
-    vol = request.target_volatility
-    if vol is not None and vol <= 0:
-        raise ParameterError(f"target_volatility {vol:g} must be > 0 (annual, e.g. 0.15)")
 
 
 def _check_max_weight(request: PortfolioRequest) -> None:
@@ -121,7 +125,7 @@ def _check_max_weight(request: PortfolioRequest) -> None:
     if high * size >= 1 - 1e-12:
         return
     fix = f"raise max_weight to at least {_ceil_to(1 / size):g}"
-    if high > 0 and math.ceil(round(1 / high, 9)) <= MAX_SIZE:
+    if high > 0 and 1 / high <= MAX_SIZE:  # a cap of 2e-311 (fuzzing) makes 1 / high infinite
         fix += f" or portfolio_size to at least {math.ceil(round(1 / high, 9))}"
     raise ParameterError(f"max_weight {high:g} × portfolio_size {size} = {high * size:g} < 1, "
                          f"so the weights cannot sum to 1: {fix}")

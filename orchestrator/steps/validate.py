@@ -81,6 +81,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from orchestrator.errors import DataError, ParameterError
+from orchestrator.params import choices, default
 from orchestrator.steps import dialect as dialects
 from orchestrator.steps import fastread
 from orchestrator.steps.dialect import LONG, MISSING, Dialect, NotText, shown, shown_list
@@ -97,7 +98,7 @@ _TICKER_RE = re.compile(r"[^\s,;\"']{1,32}")
 _PARSER_ERROR_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 SEPARATORS = (",", ";", "\t", "|")
 DECIMALS = (".", ",")
-LATE_LISTING = ("trim_history", "drop_ticker")
+LATE_LISTING = choices("late_listing")
 
 Progress = Callable[[float], None]
 
@@ -120,7 +121,7 @@ class ValidationRules:
     """Field separator (one of SEPARATORS); None: detected from the file."""
     decimal: str | None = None
     """Decimal mark ('.' or ','); None: detected from the file."""
-    late_listing: str = "trim_history"
+    late_listing: str = default("late_listing")
     """A kept ticker listed after the first date: trim every ticker's history to its first
     price ('trim_history'), or drop it and keep the whole history ('drop_ticker')."""
 

@@ -78,3 +78,34 @@ def test_exit_codes_name_what_went_wrong(env, worker, sample_csv: Path, tmp_path
     # Bad usage: 2
     del env.variables["PIPELINE_PORTFOLIO_SIZE"]
     assert run(env, "submit", str(sample_csv), "--size", "5").returncode == 2
+
+
+def test_submit_sets_the_estimation_options_a_job_file_could_already_set(env, sample_csv: Path):
+    # given a size default from the settings
+    env.variables["PIPELINE_PORTFOLIO_SIZE"] = "30"
+    # when a user submits with options that `submit` did not have before
+    done = run(env, "submit", str(sample_csv), "--covariance", "sample", "--expected-returns",
+               "ewma", "--ewma-span", "60", "--returns", "log", "--json")
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["jobs"][0]
+    # then the job holds them, and what was not given is the settings' and the model's default
+    params = json.loads(run(env, "status", job_id, "--json").stdout)["params"]
+    assert (params["covariance"], params["expected_returns"], params["ewma_span"],
+            params["returns"]) == ("sample", "ewma", 60, "log")
+    assert (params["portfolio_size"], params["objective"]) == (30, "min_volatility")
+
+
+def test_a_bound_is_refused_in_the_same_words_on_the_command_line_and_in_a_job_file(
+        env, sample_csv: Path, tmp_path: Path):
+    words = "Input should be greater than or equal to 10 (got 5)"
+    # on the command line: a usage error (2) naming the option
+    cli = run(env, "submit", str(sample_csv), "--size", "5")
+    assert cli.returncode == 2 and "'--size'" in cli.stderr and words in cli.stderr, cli.stderr
+    # in a job file: refused (5), not "submitted", naming the field, in the same words
+    job = tmp_path / "job.json"
+    (tmp_path / "prices.csv").write_bytes(sample_csv.read_bytes())
+    job.write_text(json.dumps({"input_file": "prices.csv", "portfolio_size": 5}))
+    refused = run(env, "submit", str(job))
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert "submitted" not in refused.stdout
+    assert f"refused: file job.json: field 'portfolio_size': {words}" in refused.stderr

@@ -432,4 +432,5 @@ def test_the_module_imports_no_celery_and_no_database(module: object) -> None:
     assert not {name for name in imported if name.split(".")[0] in {"celery", "sqlalchemy"}}
     assert {name for name in imported if name.startswith("orchestrator")} <= {
         "orchestrator.errors", "orchestrator.steps", "orchestrator.steps.dialect",
-        "orchestrator.steps.fastread"}
+        "orchestrator.steps.fastread",
+        "orchestrator.params"}  # the job parameters' declaration: pydantic only, no I/O
