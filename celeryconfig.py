@@ -12,9 +12,10 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from orchestrator import results, security, transport
+from orchestrator import security
 from orchestrator.policy import limits as task_limits
 from orchestrator.rotation.schedule import beat_entries as rotation_beat
+from orchestrator.runtime import results, transport
 from orchestrator.settings import Settings
 from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
 

@@ -173,7 +173,7 @@ def run_pipeline(files: list[Path], processes: int) -> dict[str, Any]:
     import psutil
 
     from cli.processes import stop, worker_command
-    from orchestrator.pipeline import Orchestrator
+    from orchestrator.jobs.canvas import Orchestrator
     from orchestrator.store import jobs as store
     from orchestrator.store.db import migrate
     from orchestrator.store.states import FINAL, JobState
@@ -280,7 +280,7 @@ def _wait_ready(worker: subprocess.Popen[bytes], log: Path, timeout: float = 90)
 
 def run_steps(path: Path) -> dict[str, Any]:
     """In a child: validate, optimize, archive on one file, each step's seconds and peak RSS."""
-    from orchestrator.jobspec import JobParams
+    from orchestrator.jobs.jobspec import JobParams
     from orchestrator.settings import Settings
     from orchestrator.steps import run
 

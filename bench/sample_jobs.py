@@ -83,7 +83,7 @@ def run_setup(count: int) -> dict:
     """In the child: start a worker, submit ``count`` sample jobs, wait for all to end."""
     from cli.demo import sample_csv
     from cli.processes import stop, worker_command
-    from orchestrator.pipeline import Orchestrator
+    from orchestrator.jobs.canvas import Orchestrator
     from orchestrator.store import jobs as store
     from orchestrator.store.db import migrate
     from orchestrator.store.states import FINAL, JobState

@@ -196,7 +196,7 @@ class RawCelery(Runner):
 
 class Pipeline(Runner):
     def __init__(self) -> None:
-        from orchestrator.pipeline import Orchestrator
+        from orchestrator.jobs.canvas import Orchestrator
         from orchestrator.settings import get_settings
         from orchestrator.store.db import migrate
 

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 # Importing these registers the atomicfs:// transport and the atomicfile:// result backend.
-from orchestrator import results, transport
+from orchestrator.runtime import results, transport
 
 QUEUE = "bench_transports"
 NOOP = "bench.noop"

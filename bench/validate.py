@@ -80,7 +80,7 @@ def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
 
 def job_context(root: Path, source: Path) -> run.StepContext:
     """A job folder holding ``source`` as its input, and the context the steps run in."""
-    from orchestrator.jobspec import JobParams
+    from orchestrator.jobs.jobspec import JobParams
     from orchestrator.settings import Settings
 
     folder = root / "share" / "processing" / "job"  # steps read only inside the share

@@ -40,7 +40,7 @@ class PipelineGroup(click.Group):
         except KeyboardInterrupt:
             ctx.exit(Exit.INTERRUPTED)
         finally:
-            from orchestrator.results import release_result_subscriptions  # Celery: lazily
+            from orchestrator.runtime.results import release_result_subscriptions  # Celery: lazily
 
             release_result_subscriptions()
 
@@ -56,7 +56,7 @@ def quiet_broken_pipe() -> None:
 @cache
 def orchestrator() -> Any:
     """The orchestrator, with settings validated and the database schema current."""
-    from orchestrator.pipeline import Orchestrator
+    from orchestrator.jobs.canvas import Orchestrator
     from orchestrator.settings import get_settings
     from orchestrator.store.db import migrate
 

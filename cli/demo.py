@@ -13,7 +13,7 @@ from rich.table import Table
 from cli import render
 from cli.exit_codes import Exit
 from cli.processes import start, stop, worker_command
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, JobState
 

@@ -34,7 +34,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 @pipeline.command(epilog=epilog())
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@parameter_options  # one option per job parameter, from orchestrator/params.py (cli/params.py)
+@parameter_options  # one option per job parameter, from orchestrator/jobs/params.py (cli/params.py)
 @click.option("--batch", is_flag=True, help="Submit the files as one batch (a folder always is).")
 @click.option("--wait", is_flag=True, help="Wait for the jobs to end; exit 7 if one failed.")
 @click.option("--force", is_flag=True,
@@ -70,7 +70,7 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_jso
 
 def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,
             dedupe: bool) -> tuple[list[str], list[str]]:
-    from orchestrator.watch.jobrefs import batch_members
+    from orchestrator.intake.watch.jobrefs import batch_members
 
     folders = [f for f in files if f.is_dir()]
     singles = [f for f in files if f.is_file()]
@@ -178,7 +178,7 @@ def history(job: str, as_json: bool) -> None:
 
 
 def _batch_history(batch_id: str, as_json: bool) -> None:
-    from orchestrator.batches import batch_names
+    from orchestrator.jobs.batches import batch_names
 
     name = batch_names([batch_id]).get(batch_id, batch_id)
     members = sorted(store.list_jobs(batch_id=batch_id, limit=1_000_000),
@@ -202,7 +202,7 @@ def _batch_history(batch_id: str, as_json: bool) -> None:
 @requires(Role.VIEWER)
 def list_(state: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first, with their batch's name. Example: pipeline list --since 1d"""
-    from orchestrator.batches import batch_names
+    from orchestrator.jobs.batches import batch_names
 
     orchestrator()
     found = store.list_jobs(JobState(state) if state else None, parse_since(since), limit=limit)
@@ -225,7 +225,7 @@ def retry(job: str, from_step: str | None) -> None:
 
     Example: pipeline retry 3f2a --from-step optimize
     """
-    from orchestrator.pipeline import retry_batch
+    from orchestrator.jobs.canvas import retry_batch
 
     orch = orchestrator()
     found = _job_or_batch(job)
@@ -244,7 +244,7 @@ def cancel(job: str) -> None:
 
     Example: pipeline cancel 3f2a
     """
-    from orchestrator.pipeline import cancel_batch
+    from orchestrator.jobs.canvas import cancel_batch
 
     orch = orchestrator()
     found = _job_or_batch(job)
@@ -269,8 +269,8 @@ def _job_or_batch(prefix: str) -> store.Job | str:
 def watch(interval: float | None) -> None:
     """Watch <share>/input/ and submit each complete file. Stop with Ctrl-C or SIGTERM."""
     from cli.processes import stop_on_signals
-    from orchestrator.logs import configure as configure_logs
-    from orchestrator.watcher import Watcher
+    from orchestrator.intake.watcher import Watcher
+    from orchestrator.runtime.logs import configure as configure_logs
 
     orch = orchestrator()
     configure_logs(orch.settings.log_level)  # PIPELINE_LOG_FORMAT: text or json

@@ -88,7 +88,7 @@ def batch_table(batch_id: str, members: Sequence[store.Job]) -> Table:
     ended = sum(j.state in FINAL for j in members)
     overall = sum(100.0 if j.state in FINAL else j.progress for j in members) / max(
         len(members), 1)
-    from orchestrator.batches import batch_names
+    from orchestrator.jobs.batches import batch_names
 
     name = batch_names([batch_id]).get(batch_id, batch_id)
     named = f" ({name})" if name != batch_id else ""  # files submitted together: no name
@@ -221,8 +221,8 @@ def exporter(port: int, address: str, since: str, textfile: Path | None, interva
     Example: pipeline exporter --port 9808
     """
     from cli.common import orchestrator
-    from orchestrator.logs import configure
     from orchestrator.monitoring import exporter as export
+    from orchestrator.runtime.logs import configure
 
     orch = orchestrator()
     configure(orch.settings.log_level)

@@ -3,7 +3,7 @@
 Written by hand, the options had drifted from the job files: five parameters (covariance,
 returns, expected_returns, ewma_span, reference_file) could not be set from the command line,
 and ``--size`` repeated the bounds ``IntRange(10, 100)``. Here each field of
-:class:`orchestrator.params.Parameters` becomes one option: numbers with bounds an
+:class:`orchestrator.jobs.params.Parameters` becomes one option: numbers with bounds an
 ``IntRange``/``FloatRange`` (open where the field says gt/lt), a Literal or Enum a ``Choice``,
 a bool a ``--name/--no-name`` flag, text a string; the help is the field's description.
 
@@ -22,7 +22,7 @@ from typing import Any
 import click
 from pydantic.fields import FieldInfo
 
-from orchestrator import params
+from orchestrator.jobs import params
 
 
 class _Declared(click.ParamType):

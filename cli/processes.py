@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from orchestrator.errors import PipelineError
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import get_settings
 from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
 
@@ -133,7 +133,7 @@ def run_all(orchestrator: Orchestrator, concurrency: int, by_role: bool = False)
 
     ``by_role``: one worker per role (as deploy/ runs them) instead of one on every queue.
     """
-    from orchestrator.logs import configure as configure_logs
+    from orchestrator.runtime.logs import configure as configure_logs
 
     settings = orchestrator.settings
     from cli.api import for_up  # the HTTP API and page, unless PIPELINE_API_ENABLED=false
@@ -169,11 +169,11 @@ def run_all(orchestrator: Orchestrator, concurrency: int, by_role: bool = False)
 
 
 def _watch(orchestrator: Orchestrator, stop_event: threading.Event) -> None:
-    from orchestrator.watcher import Watcher
+    from orchestrator.intake.watcher import Watcher
 
     try:
         Watcher(orchestrator).run(stop_event, orchestrator.settings.scan_interval)
     finally:
-        from orchestrator.results import release_result_subscriptions
+        from orchestrator.runtime.results import release_result_subscriptions
 
-        release_result_subscriptions()  # this thread's backend: see orchestrator/results.py
+        release_result_subscriptions()  # this thread's backend: see orchestrator/runtime/results.py

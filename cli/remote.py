@@ -141,7 +141,7 @@ def _send(api: Api, files: tuple[Path, ...], batch: bool, form: dict[str, str],
           ) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
     """Upload singles as jobs, folders (and --batch files) as batches: job ids, (batch id,
     member ids), and the lines `pipeline submit` prints (jobs first, then batches)."""
-    from orchestrator.watch.jobrefs import batch_members
+    from orchestrator.intake.watch.jobrefs import batch_members
 
     groups = [batch_members(f) for f in files if f.is_dir()]
     singles = [f for f in files if f.is_file()]

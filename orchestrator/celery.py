@@ -8,9 +8,10 @@ import threading
 
 from celery import Celery, bootsteps, signals
 
-from orchestrator import logs as _logs  # noqa: F401 - connects the logging signals
-from orchestrator import redis_broker, results, security, transport
+from orchestrator import security
 from orchestrator.monitoring import heartbeat as _heartbeat  # noqa: F401 - beat's ticks
+from orchestrator.runtime import logs as _logs  # noqa: F401 - connects the logging signals
+from orchestrator.runtime import redis_broker, results, transport
 from orchestrator.settings import Settings, get_settings
 
 transport.register()
@@ -91,8 +92,8 @@ def _flush_statement_counts(**_: object) -> None:
 
 @signals.beat_init.connect
 def _one_beat(**_: object) -> None:
-    from orchestrator.beat_lock import hold_schedule_lock
     from orchestrator.monitoring.heartbeat import beat_started
+    from orchestrator.runtime.beat_lock import hold_schedule_lock
     from orchestrator.store.db import migrate
 
     migrate()

@@ -6,7 +6,7 @@ themselves so they cannot drift (the README once documented two settings that ne
 
 Every field of :class:`orchestrator.settings.Settings` is listed with what it means, its
 bounds and its default; the Markdown ends with the job parameters
-(:class:`orchestrator.params.Parameters`: job files, ``pipeline submit`` options, the API).
+(:class:`orchestrator.jobs.params.Parameters`: job files, ``pipeline submit`` options, the API).
 A unit test (tests/unit/test_deploy_files.py) fails when a setting is missing from the file
 or has neither a description in settings.py nor a note here.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from orchestrator import params
+from orchestrator.jobs import params
 from orchestrator.settings import Settings
 
 #: Meaning of the settings whose Field has no description.
@@ -152,7 +152,7 @@ PARAMETERS_HEADER = """\
 
 What one job asks for: a field of a job file (`{"input_file": "prices.csv", "portfolio_size":
 30}`), an option of `pipeline submit` (`--portfolio-size 30`), a field of `POST /v1/jobs` and
-`POST /v1/batches`. Declared once, in `orchestrator/params.py`; a value out of its bounds is
+`POST /v1/batches`. Declared once, in `orchestrator/jobs/params.py`; a value out of its bounds is
 refused in the same words by each of them. A default that names a setting comes from it."""
 
 

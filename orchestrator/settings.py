@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator import secretfiles
 from orchestrator.errors import ConfigError
-from orchestrator.params import DecimalMark, LateListing, Objective, Separator, setting
+from orchestrator.jobs.params import DecimalMark, LateListing, Objective, Separator, setting
 from orchestrator.steps import registry
 from orchestrator.steps.registry import PIPELINE, StepRegistry
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     step_work: Literal["real", "noop"] = Field(
         "real", description="noop: steps do no work; for benchmarks of the orchestration itself")
 
-    # Job defaults: default, bounds and meaning declared once, in orchestrator/params.py
+    # Job defaults: default, bounds and meaning declared once, in orchestrator/jobs/params.py
     portfolio_size: int = setting("portfolio_size")
     objective: Objective = setting("objective")
     max_weight: float = setting("max_weight")

@@ -21,13 +21,14 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject, Retry
 
-from orchestrator import faults, lifecycle, policy
-from orchestrator.jobspec import JobParams
-from orchestrator.logs import job_context
-from orchestrator.messages import JobMessage, misaddressed
+from orchestrator import faults, policy
+from orchestrator.jobs import lifecycle
+from orchestrator.jobs.jobspec import JobParams
 from orchestrator.monitoring import progress as progress_meta
 from orchestrator.paths import Share
 from orchestrator.policy import OUTAGE, Action, Decision, Kind
+from orchestrator.runtime.logs import job_context
+from orchestrator.runtime.messages import JobMessage, misaddressed
 from orchestrator.settings import get_settings
 from orchestrator.steps.run import StepContext
 from orchestrator.store import jobs as store

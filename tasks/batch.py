@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from orchestrator.batches import summarize_batch
 from orchestrator.celery import app
+from orchestrator.jobs.batches import summarize_batch
 
 log = logging.getLogger(__name__)
 

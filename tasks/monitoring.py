@@ -8,8 +8,8 @@ from typing import Any
 
 from orchestrator import policy
 from orchestrator.celery import app
-from orchestrator.logs import job_context
 from orchestrator.monitoring import notify as notifications
+from orchestrator.runtime.logs import job_context
 from orchestrator.settings import get_settings
 from orchestrator.store import jobs as store
 

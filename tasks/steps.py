@@ -1,7 +1,7 @@
 """The step tasks, made from the step registry, and the error callback for what the steps
 could not catch.
 
-A step that fails its job ends as a task FAILURE (:class:`~orchestrator.lifecycle.StepFailed`)
+A step that fails its job ends as a task FAILURE (:class:`~orchestrator.jobs.lifecycle.StepFailed`)
 after the lifecycle has recorded the failure, so Flower and the result backend show the truth
 and the chain stops: the later steps never run, so they never show as successes. A batch's
 chord still reaches its summary: Celery counts the failed chain as the chord's part and calls
@@ -15,10 +15,10 @@ from typing import Any
 
 from celery import Celery, Task
 
-from orchestrator import lifecycle
 from orchestrator.celery import app
-from orchestrator.messages import JobMessage
+from orchestrator.jobs import lifecycle
 from orchestrator.paths import Share
+from orchestrator.runtime.messages import JobMessage
 from orchestrator.settings import get_settings
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.steps.run import StepContext

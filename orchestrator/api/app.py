@@ -79,7 +79,7 @@ def _token_id(scope: Scope) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application; ``settings`` default to the environment's (PIPELINE_*)."""
-    from orchestrator.pipeline import Orchestrator
+    from orchestrator.jobs.canvas import Orchestrator
 
     settings = settings or get_settings()
     orchestrator = Orchestrator(settings)
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def factory() -> FastAPI:
     """For ``uvicorn --factory`` (``pipeline api``): settings from the environment."""
-    from orchestrator.logs import configure
+    from orchestrator.runtime.logs import configure
 
     settings = get_settings()
     configure(settings.log_level)

@@ -1,9 +1,9 @@
 """The API's response models (its OpenAPI document describes them) and request bodies.
 
 Job parameters are not redefined here: requests are checked by the job parameter model of
-orchestrator/jobspec.py (``JobParams``; a JSON request is a ``JobFile``), and the request
+orchestrator/jobs/jobspec.py (``JobParams``; a JSON request is a ``JobFile``), and the request
 schemas are that model's JSON schema, so /openapi.json shows the bounds, choices and help
-declared in orchestrator/params.py.
+declared in orchestrator/jobs/params.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.jobspec import JobFile, JobParams
+from orchestrator.jobs.jobspec import JobFile, JobParams
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 

@@ -32,8 +32,8 @@ from orchestrator.auth import (
     refuse,
 )
 from orchestrator.errors import Forbidden, PipelineError, Unauthorized
-from orchestrator.jobspec import OBJECTIVES, defaults
-from orchestrator.params import NAMES, bounds
+from orchestrator.jobs.jobspec import OBJECTIVES, defaults
+from orchestrator.jobs.params import NAMES, bounds
 from orchestrator.settings import Settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, JobState
@@ -73,7 +73,8 @@ async def render(request: Request, name: str, status: int = 200, **context: Any,
     csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()
     response = templates.TemplateResponse(request, name, {
         "csrf": csrf, "user": await signed_in(request), "objectives": OBJECTIVES,
-        "bounds": {name: bounds(name) for name in NAMES},  # declared once: orchestrator/params.py
+        # declared once: orchestrator/jobs/params.py
+        "bounds": {name: bounds(name) for name in NAMES},
         "defaults": defaults(request.app.state.settings),
         "states": [s.value for s in JobState], **context}, status_code=status)
     response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",

@@ -18,7 +18,7 @@ from orchestrator.api import models, queries, submit, uploads
 from orchestrator.api.errors import ApiError
 from orchestrator.api.security import requires
 from orchestrator.auth import Principal, Role
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 

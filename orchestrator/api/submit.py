@@ -1,8 +1,8 @@
 """Submitting through the API: the same intake as the share and ``pipeline submit``.
 
-Parameters are checked first, by the job parameter model itself (orchestrator/jobspec.py),
+Parameters are checked first, by the job parameter model itself (orchestrator/jobs/jobspec.py),
 so a bad one is refused with the words a job file gets and nothing is recorded. Then the
-staged files go through :class:`orchestrator.pipeline.Orchestrator` like any other input: the
+staged files go through :class:`orchestrator.jobs.canvas.Orchestrator` like any other input: the
 intake claims them (a rename), records the jobs with the share's duplicate rule, publishes
 their chain or chord.
 """
@@ -17,10 +17,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.api.errors import ApiError
 from orchestrator.errors import DataError, ParameterError
-from orchestrator.jobspec import JobParams, make_params
+from orchestrator.jobs.canvas import Orchestrator
+from orchestrator.jobs.jobspec import JobParams, make_params
+from orchestrator.jobs.params import choices
 from orchestrator.monitoring.health import check_broker
-from orchestrator.params import choices
-from orchestrator.pipeline import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 

@@ -21,7 +21,7 @@ from celery import Task, states
 from celery.app.task import get_actual_ignore_result
 from celery.backends.base import DisabledBackend
 
-from orchestrator.lifecycle import report_progress
+from orchestrator.jobs.lifecycle import report_progress
 from orchestrator.settings import get_settings
 
 log = logging.getLogger(__name__)

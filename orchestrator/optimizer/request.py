@@ -2,7 +2,7 @@
 
 Every refusal says what would be feasible. Checks that need the data (a target volatility
 below the lowest reachable, a target return above the highest) live in the engine. Bounds and
-choices are the job parameters' own (orchestrator/params.py): a request built here directly
+choices are the job parameters' own (orchestrator/jobs/params.py): a request built here directly
 (tests, benchmarks) is held to the same limits as a job file. The checks across fields are
 declared here only; the job parameter model (jobspec.JobParams) calls them.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from orchestrator import params
 from orchestrator.errors import ParameterError
+from orchestrator.jobs import params
 
 OBJECTIVES = params.choices("objective")
 COVARIANCES = params.choices("covariance")
@@ -35,7 +35,7 @@ class PortfolioRequest:
     """K holdings, an objective, per-holding bounds and how to estimate risk and return.
 
     The first five fields keep their positions: callers build requests positionally. The
-    defaults are the job parameters' (orchestrator/params.py).
+    defaults are the job parameters' (orchestrator/jobs/params.py).
     """
 
     portfolio_size: int

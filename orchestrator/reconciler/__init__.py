@@ -1,5 +1,5 @@
 """The reconciler: it compares what the records say with what is there, and mends the gap
-through the lifecycle (orchestrator/lifecycle.py), so that a crash at any point leaves no job
+through the lifecycle (orchestrator/jobs/lifecycle.py), so that a crash at any point leaves no job
 stuck and none run twice.
 
 Two sweeps, one per place a crash can leave a gap (before, they were "repair" in the watcher

@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from orchestrator import lifecycle
 from orchestrator.errors import DataError, IllegalTransition
+from orchestrator.intake.watch.claim import BATCH_PREFIX, Claim, Owner, abandoned, read_marker
+from orchestrator.jobs import lifecycle
 from orchestrator.store import intake as records
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import jobs
-from orchestrator.watch.claim import BATCH_PREFIX, Claim, Owner, abandoned, read_marker
 
 if TYPE_CHECKING:
-    from orchestrator.pipeline import Orchestrator
+    from orchestrator.jobs.canvas import Orchestrator
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
   that step while attempts remain, else failed, with an event saying why.
 - queued for longer than ``requeue_lost_after``, message gone: published again as a new run
   of the job's chain (task ids ``<job>.<step>.<run>``; the row names the run, so a late
-  original is refused by :func:`orchestrator.lifecycle.begin_step`). Messages get lost on
+  original is refused by :func:`orchestrator.jobs.lifecycle.begin_step`). Messages get lost on
   every broker: the embedded one loses what a SIGKILLed worker had fetched; Redis loses a
   message published just before it stopped (acknowledged, yet not in its AOF: issue 13 item 4)
   and everything on a restart without persistence. Where the messages can be seen (the embedded
@@ -24,10 +24,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from orchestrator import lifecycle, redis_broker
 from orchestrator.errors import IllegalTransition
-from orchestrator.lifecycle import REPUBLISHED
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs import lifecycle
+from orchestrator.jobs.canvas import Orchestrator
+from orchestrator.jobs.lifecycle import REPUBLISHED
+from orchestrator.runtime import redis_broker
 from orchestrator.store import jobs as store
 from orchestrator.store.db import transaction
 from orchestrator.store.states import JobState

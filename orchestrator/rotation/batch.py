@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator import faults, lifecycle
+from orchestrator import faults
 from orchestrator.errors import (
     CorruptArchive,
     IllegalTransition,
@@ -21,6 +21,7 @@ from orchestrator.errors import (
     StoragePermission,
     TransientError,
 )
+from orchestrator.jobs import lifecycle
 from orchestrator.paths import Share, write_json
 from orchestrator.rotation import journal
 from orchestrator.rotation.failures import classify_os_error, kind_of

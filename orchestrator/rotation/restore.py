@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator import lifecycle, safeopen
+from orchestrator import safeopen
 from orchestrator.errors import CorruptArchive, IllegalTransition, JobNotFound
+from orchestrator.jobs import lifecycle
 from orchestrator.paths import Share
 from orchestrator.rotation.packing import CHUNK, MANIFEST_NAME, HashingReader, open_archive
 from orchestrator.rotation.removal import FOLDERS

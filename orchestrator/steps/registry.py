@@ -2,8 +2,9 @@
 
 Everything else is made from this list (issue 15, item 3): the Celery tasks
 (``pipeline.<name>``, tasks/steps.py), their queues, routes and time-limit annotations
-(celeryconfig.py), the worker roles (cli/processes.py), the job's chain (orchestrator/pipeline.py),
-where each step's progress starts (orchestrator/lifecycle.py), the per-step latency in
+(celeryconfig.py), the worker roles (cli/processes.py), the job's chain
+(orchestrator/jobs/canvas.py),
+where each step's progress starts (orchestrator/jobs/lifecycle.py), the per-step latency in
 ``pipeline stats`` and the choices of ``pipeline retry --from-step``. Before, the step list and
 its queues were written in eight modules.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator import safeopen
 from orchestrator.errors import DataError
-from orchestrator.jobspec import JobParams
+from orchestrator.jobs.jobspec import JobParams
 from orchestrator.paths import Share, write_json
 from orchestrator.settings import Settings
 from orchestrator.steps import archive, optimize, validate

@@ -81,7 +81,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from orchestrator.errors import DataError, ParameterError
-from orchestrator.params import choices, default
+from orchestrator.jobs.params import choices, default
 from orchestrator.steps import dialect as dialects
 from orchestrator.steps import fastread
 from orchestrator.steps.dialect import LONG, MISSING, Dialect, NotText, shown, shown_list

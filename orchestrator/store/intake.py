@@ -3,7 +3,8 @@ duplicate check; ending the ones that will not run once their folders are put aw
 
 A job that will run is recorded ``queued`` (pending, then queued: two events) before its chain
 is published; whether the publish happened is told by the claim marker, which is removed only
-after it (orchestrator/watch/claim.py, orchestrator/reconciler/claims.py). A refused input or a
+after it (orchestrator/intake/watch/claim.py, orchestrator/reconciler/claims.py). A refused
+input or a
 duplicate is recorded ``pending`` with its reason, and ends failed or cancelled after its
 folder moved (files first, then the row, as everywhere).
 

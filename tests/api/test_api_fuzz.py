@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import ParameterError
-from orchestrator.jobspec import make_params
+from orchestrator.jobs.jobspec import make_params
 from orchestrator.settings import get_settings
 from tests.api.conftest import Api
 

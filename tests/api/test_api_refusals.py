@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator import audit
 from orchestrator.errors import ParameterError
-from orchestrator.jobspec import read_job_file
+from orchestrator.jobs.jobspec import read_job_file
 from orchestrator.paths import Share
 from orchestrator.settings import get_settings
 from orchestrator.store import jobs as store

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from orchestrator.batches import summarize_batch
+from orchestrator.jobs.batches import summarize_batch
 from orchestrator.settings import get_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState

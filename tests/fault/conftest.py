@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.jobspec import JobParams
+from orchestrator.jobs.jobspec import JobParams
 from orchestrator.steps import archive, optimize, validate
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, JobState

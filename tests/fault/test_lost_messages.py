@@ -17,7 +17,7 @@ import pytest
 import redis as redis_client
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.reconciler.runs import reconcile_runs
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
@@ -111,7 +111,7 @@ def test_a_late_original_after_a_republish_is_refused(own_redis, worker, sample_
 
 def test_a_message_of_another_run_is_refused_while_the_job_waits(env) -> None:
     """The rule the worker applies, at the job record: a queued job runs only its own run."""
-    from orchestrator import lifecycle
+    from orchestrator.jobs import lifecycle
 
     job_id = uuid.uuid4().hex
     store.create_jobs([store.NewJob(id=job_id, input_name="p.csv", input_sha256="0" * 64,

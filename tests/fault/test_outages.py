@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, JobState
 from tests.fault.conftest import (

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import DataError
-from orchestrator.jobspec import JobParams, read_job_file
+from orchestrator.jobs.jobspec import JobParams, read_job_file
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
 from orchestrator.steps import fastread

@@ -16,8 +16,8 @@ import pytest
 from celery import Celery
 
 from orchestrator.celery import create_app
-from orchestrator.lifecycle import StepFailed
-from orchestrator.pipeline import Orchestrator, task_id
+from orchestrator.jobs.canvas import Orchestrator, task_id
+from orchestrator.jobs.lifecycle import StepFailed
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 from tests.support import bad_cell_copy, wait_final, wait_path

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import reset_settings
 from tests.conftest import Env, Process
 from tests.support import ARTIFACTS, bad_cell_copy, chromium, wait_final

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store.states import JobState
 from tests.support import wait_final
 

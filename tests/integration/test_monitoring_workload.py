@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import reset_settings
 from orchestrator.store import db
 from orchestrator.store import jobs as store

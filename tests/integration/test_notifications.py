@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.db import normalize_url
 from orchestrator.store.states import JobState

@@ -25,8 +25,8 @@ from celery.security.serialization import SecureSerializer
 from kombu import Connection, Exchange
 
 from orchestrator.celery import create_app
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.keys import signing_keys
-from orchestrator.pipeline import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 from tests.conftest import Env, Process

@@ -16,7 +16,7 @@ import pytest
 import celeryconfig
 from cli.processes import worker_command
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import Settings, reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState

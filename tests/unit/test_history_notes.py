@@ -9,7 +9,7 @@ import uuid
 from click.testing import CliRunner
 
 from cli.main import pipeline
-from orchestrator.lifecycle import begin_step, complete
+from orchestrator.jobs.lifecycle import begin_step, complete
 from orchestrator.paths import Share
 from orchestrator.store import jobs as store
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import DataError
-from orchestrator.jobspec import MAX_JOB_FILE_BYTES, read_job_file
+from orchestrator.jobs.jobspec import MAX_JOB_FILE_BYTES, read_job_file
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
 from orchestrator.steps.validate import ValidationRules, validate_prices
@@ -143,7 +143,7 @@ def test_a_fifo_named_like_a_job_file_is_refused_without_blocking(share: Share) 
 
 
 def test_the_watchers_early_look_at_a_job_file_survives_deep_nesting(tmp_path: Path) -> None:
-    from orchestrator.watch.jobrefs import named_csv
+    from orchestrator.intake.watch.jobrefs import named_csv
 
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 200_000)

@@ -1,4 +1,4 @@
-"""Unit tests of orchestrator.jobspec: each test is a short story (given, when, then)."""
+"""Unit tests of orchestrator.jobs.jobspec: each test is a short story (given, when, then)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import DataError, ParameterError
-from orchestrator.jobspec import JobParams, make_params, read_job_file
+from orchestrator.jobs.jobspec import JobParams, make_params, read_job_file
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Unit tests of orchestrator.lifecycle on the real SQLite store and a real share folder:
+"""Unit tests of orchestrator.jobs.lifecycle on the real SQLite store and a real share folder:
 each test is a short story (given, when, then). No broker is involved."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator import lifecycle
 from orchestrator.errors import DataError
+from orchestrator.jobs import lifecycle
 from orchestrator.paths import Share
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
@@ -39,7 +39,7 @@ LEASE = 60.0
 
 
 def task(job_id: str, step: str, run: int = 0) -> str:
-    """The task id the orchestrator gives a step's message (orchestrator.pipeline.task_id)."""
+    """The task id the orchestrator gives a step's message (orchestrator.jobs.canvas.task_id)."""
     return f"{job_id}.{step}.{run}"
 
 

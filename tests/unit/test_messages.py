@@ -1,4 +1,4 @@
-"""Unit tests of orchestrator.messages: each test is a short story (given, when, then)."""
+"""Unit tests of orchestrator.runtime.messages: each test is a short story (given, when, then)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from orchestrator.messages import JobMessage
+from orchestrator.runtime.messages import JobMessage
 
 
 def test_a_message_survives_json_encoding_and_decoding() -> None:

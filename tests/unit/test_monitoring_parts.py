@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import logs
 from orchestrator.monitoring import exporter, flower, heartbeat, notify, stats
+from orchestrator.runtime import logs
 from orchestrator.settings import Settings
 from orchestrator.store import jobs as store
 

@@ -1,4 +1,4 @@
-"""Job parameters are declared once (orchestrator/params.py), and every door shows them alike.
+"""Job parameters are declared once (orchestrator/jobs/params.py), and every door shows them alike.
 
 Issue 15, item 3, as a user meets it: a parameter a job file takes can be given to
 ``pipeline submit`` (five could not), with the bounds the job file obeys, and a value out of
@@ -25,12 +25,12 @@ from cli import main as local
 from cli import params as options
 from cli import remote
 from cli.main import pipeline
-from orchestrator import params
 from orchestrator.api.app import create_app
 from orchestrator.api.submit import form_params
 from orchestrator.errors import ParameterError
-from orchestrator.jobspec import JobParams, make_params, read_job_file
-from orchestrator.params import Parameters
+from orchestrator.jobs import params
+from orchestrator.jobs.jobspec import JobParams, make_params, read_job_file
+from orchestrator.jobs.params import Parameters
 from orchestrator.paths import Share
 
 #: `pipeline submit` options that are not job parameters.

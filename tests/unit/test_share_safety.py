@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import DataError
-from orchestrator.jobspec import make_params
-from orchestrator.pipeline import Orchestrator
+from orchestrator.intake.watcher import Watcher
+from orchestrator.jobs.canvas import Orchestrator
+from orchestrator.jobs.jobspec import make_params
 from orchestrator.steps import run
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
-from orchestrator.watcher import Watcher
 
 S = JobState
 TOKEN = f"SECRET-{uuid.uuid4().hex}"

@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from orchestrator import lifecycle
-from orchestrator.messages import STEP_KWARG, misaddressed
+from orchestrator.jobs import lifecycle
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.paths import Share
-from orchestrator.pipeline import Orchestrator
+from orchestrator.runtime.messages import STEP_KWARG, misaddressed
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 

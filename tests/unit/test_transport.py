@@ -1,5 +1,5 @@
-"""Unit tests of the embedded broker (orchestrator.transport) and result backend
-(orchestrator.results), on real files: each test is a short story (given, when, then)."""
+"""Unit tests of the embedded broker (orchestrator.runtime.transport) and result backend
+(orchestrator.runtime.results), on real files: each test is a short story (given, when, then)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
-import orchestrator.transport
-from orchestrator.results import FileBackend
+import orchestrator.runtime.transport
+from orchestrator.runtime.results import FileBackend
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Connection]:
-    options = orchestrator.transport.transport_options(str(tmp_path / "broker"), 0.01)
+    options = orchestrator.runtime.transport.transport_options(str(tmp_path / "broker"), 0.01)
     with Connection("atomicfs://", transport_options=options) as connection:
         yield connection
 
@@ -52,7 +52,7 @@ def drain(connection: Connection, name: str, count: int) -> list[object]:
 
 
 def test_transport_options_create_the_broker_folders(tmp_path: Path) -> None:
-    options = orchestrator.transport.transport_options(str(tmp_path / "b"), 0.05)
+    options = orchestrator.runtime.transport.transport_options(str(tmp_path / "b"), 0.05)
     assert options["data_folder_in"] == options["data_folder_out"] == str(tmp_path / "b/queue")
     assert (tmp_path / "b" / "queue" / ".claimed").is_dir()
     assert (tmp_path / "b" / "control").is_dir()
@@ -75,7 +75,7 @@ def test_two_hundred_messages_all_come_back(broker: Connection, tmp_path: Path) 
 def test_messages_sent_within_one_millisecond_come_back_in_order(
         broker: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     # given a fast producer: 200 messages published within one millisecond of the clock
-    monkeypatch.setattr(orchestrator.transport, "monotonic_ns", lambda: 1_234_500_000_000)
+    monkeypatch.setattr(orchestrator.runtime.transport, "monotonic_ns", lambda: 1_234_500_000_000)
     name = fresh("jobs")
     queue = broker.SimpleQueue(name)
     for i in range(200):
@@ -145,7 +145,7 @@ def test_a_second_broker_folder_in_one_process_gets_its_messages(tmp_path: Path)
     # given a queue already used through one broker folder
     name = fresh("jobs")
     for folder in ("first", "second"):
-        options = orchestrator.transport.transport_options(str(tmp_path / folder), 0.01)
+        options = orchestrator.runtime.transport.transport_options(str(tmp_path / folder), 0.01)
         with Connection("atomicfs://", transport_options=options) as connection:
             # when the same queue is used through another folder (a new var/, or control/
             # cleared), then a published message is delivered there too

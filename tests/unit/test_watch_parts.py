@@ -1,4 +1,5 @@
-"""Unit tests of the watcher's parts (orchestrator/watch/): the mode chosen from /proc/mounts,
+"""Unit tests of the watcher's parts (orchestrator/intake/watch/): the mode chosen from
+/proc/mounts,
 the settle check, the suspicious listing, the calm outage log. Stories: given, when, then."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.intake.watch.mode import choose, filesystem_of
+from orchestrator.intake.watch.settle import Settler
+from orchestrator.intake.watch.share import Outage, Unavailable, listing
 from orchestrator.paths import is_temporary
-from orchestrator.watch.mode import choose, filesystem_of
-from orchestrator.watch.settle import Settler
-from orchestrator.watch.share import Outage, Unavailable, listing
 
 MOUNTS = """\
 /dev/sda1 / ext4 rw,relatime 0 0
@@ -124,7 +125,7 @@ def test_an_outage_is_logged_once_then_rarely_with_growing_waits(
         caplog: pytest.LogCaptureFixture) -> None:
     # given the share failing twenty times in a row
     outage = Outage("the share", base=0.5)
-    with caplog.at_level(logging.INFO, logger="orchestrator.watch.share"):
+    with caplog.at_level(logging.INFO, logger="orchestrator.intake.watch.share"):
         waits = [outage.failed("No such file or directory") for _ in range(20)]
         # when it comes back
         outage.recovered()

@@ -1,4 +1,4 @@
-"""Unit tests of orchestrator.watcher: stories (given, when, then) on a real share.
+"""Unit tests of orchestrator.intake.watcher: stories (given, when, then) on a real share.
 
 A real Orchestrator publishes to the embedded broker with no worker running, so a submitted
 job stays queued and its first step waits as a message file in var/broker/queue/.
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.pipeline import Orchestrator
+from orchestrator.intake.watcher import Watcher
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
-from orchestrator.watcher import Watcher
 
 
 @pytest.fixture

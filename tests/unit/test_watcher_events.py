@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.celery import create_app
-from orchestrator.pipeline import Orchestrator
+from orchestrator.intake.watcher import Watcher
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import get_settings, reset_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
-from orchestrator.watcher import Watcher
 
 S = JobState
 

@@ -15,13 +15,13 @@ import pytest
 
 from orchestrator.celery import create_app
 from orchestrator.errors import TransientError
-from orchestrator.intake import Intake
-from orchestrator.pipeline import Orchestrator
+from orchestrator.intake.submission import Intake
+from orchestrator.intake.watch.claim import HOST, Claim, Owner
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.reconciler import claims
 from orchestrator.store import intake as records
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
-from orchestrator.watch.claim import HOST, Claim, Owner
 
 S = JobState
 
@@ -72,7 +72,7 @@ def test_a_claim_whose_watcher_died_goes_back_to_input(env, orch: Orchestrator) 
 def test_a_claim_of_a_live_watcher_is_left_alone(env, orch: Orchestrator) -> None:
     # given a claim in progress by a live process of this host (our parent)
     parent = os.getppid()
-    from orchestrator.watch.claim import _start_ticks
+    from orchestrator.intake.watch.claim import _start_ticks
 
     claim = claim_by(env, dropped(env), Owner(HOST, parent, _start_ticks(parent)))
     # when another watcher repairs, then the claim is untouched

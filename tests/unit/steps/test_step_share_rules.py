@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import DataError
-from orchestrator.jobspec import JobParams
+from orchestrator.jobs.jobspec import JobParams
 from orchestrator.settings import Settings
 from orchestrator.steps import run
 from tests.conftest import SAMPLE

@@ -433,4 +433,4 @@ def test_the_module_imports_no_celery_and_no_database(module: object) -> None:
     assert {name for name in imported if name.startswith("orchestrator")} <= {
         "orchestrator.errors", "orchestrator.steps", "orchestrator.steps.dialect",
         "orchestrator.steps.fastread",
-        "orchestrator.params"}  # the job parameters' declaration: pydantic only, no I/O
+        "orchestrator.jobs.params"}  # the job parameters' declaration: pydantic only, no I/O

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.errors import DataError, ParameterError
-from orchestrator.jobspec import JobParams, make_params
+from orchestrator.jobs.jobspec import JobParams, make_params
 from orchestrator.settings import Settings
 from orchestrator.steps import fastread, run
 from orchestrator.steps.validate import (

@@ -61,7 +61,7 @@ class FileBackend(FilesystemBackend):
 
 
 def register() -> None:
-    BACKEND_ALIASES[SCHEME] = "orchestrator.results:FileBackend"
+    BACKEND_ALIASES[SCHEME] = "orchestrator.runtime.results:FileBackend"
 
 
 register()

@@ -11,8 +11,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from orchestrator import safeopen
 from orchestrator.errors import DataError, ParameterError
+from orchestrator.jobs.params import SETTING_OF, Parameters, choices
 from orchestrator.optimizer.request import PortfolioRequest, check_request, from_mapping
-from orchestrator.params import SETTING_OF, Parameters, choices
 from orchestrator.paths import Share
 from orchestrator.settings import Settings
 
@@ -22,7 +22,7 @@ MAX_JOB_FILE_BYTES = 1 << 20
 
 
 class JobParams(Parameters):
-    """Parameters of one job: the fields declared in orchestrator/params.py (defaults there
+    """Parameters of one job: the fields declared in orchestrator/jobs/params.py (defaults there
     and in settings), checked across fields here with the optimizer's own checks."""
 
     @model_validator(mode="after")

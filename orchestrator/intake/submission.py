@@ -24,22 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import faults, lifecycle, safeopen
+from orchestrator import faults, safeopen
 from orchestrator.errors import DataError, PipelineError, TransientError
-from orchestrator.jobspec import make_params, read_job_file, wants_force
+from orchestrator.intake.watch.claim import BATCH_PREFIX, Claim
+from orchestrator.intake.watch.jobrefs import named_csv
+from orchestrator.jobs import lifecycle
+from orchestrator.jobs.jobspec import make_params, read_job_file, wants_force
 from orchestrator.paths import Share
 from orchestrator.safeopen import Refused
 from orchestrator.settings import Settings
 from orchestrator.store import intake as records
 from orchestrator.store.jobs import NewJob
-from orchestrator.watch.claim import BATCH_PREFIX, Claim
-from orchestrator.watch.jobrefs import named_csv
 
 log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    """What the intake needs of the orchestrator (orchestrator/pipeline.py): where the share is,
+    """What the intake needs of the orchestrator (orchestrator/jobs/canvas.py): where the share is,
     the settings, and a way to publish recorded jobs. A protocol rather than an import, so the
     orchestrator can use the intake without the two importing each other."""
 
@@ -225,7 +226,7 @@ class Intake:
 
     def _set_aside(self, taken: list[Taken], outcome: Outcome) -> dict[str, dict[str, Any]]:
         """The reasons of refused inputs and duplicates (naming the original job), their claims
-        done: the lifecycle sets them aside (orchestrator/lifecycle.py)."""
+        done: the lifecycle sets them aside (orchestrator/jobs/lifecycle.py)."""
         ended: dict[str, dict[str, Any]] = {}
         for t in taken:
             if t.error is not None:

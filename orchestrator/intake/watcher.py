@@ -6,15 +6,15 @@
 
 - How it learns of files: filesystem events for instant pickup, a periodic scan as the safety
   net; polling only on network filesystems, where other machines' writes raise no events
-  (orchestrator/watch/mode.py).
+  (orchestrator/intake/watch/mode.py).
 - When a file is complete: it arrived by rename, or it held still across two looks
-  ``PIPELINE_SETTLE_SECONDS`` apart (orchestrator/watch/settle.py).
+  ``PIPELINE_SETTLE_SECONDS`` apart (orchestrator/intake/watch/settle.py).
 - Taking it: claim (rename) before anything is recorded or published; exactly one of several
-  watchers wins each file (orchestrator/intake.py). Repairs after a crash on start and every
-  minute (orchestrator/reconciler/claims.py).
+  watchers wins each file (orchestrator/intake/submission.py). The reconciler mends what
+  a crash left, at start and every minute (orchestrator/reconciler/claims.py).
 - Staying calm: a missing share, store or broker is logged once, retried with backoff and
-  reported when back (orchestrator/watch/share.py); above ``PIPELINE_MAX_QUEUED`` waiting jobs
-  it stops claiming until the queue drains.
+  reported when back (orchestrator/intake/watch/share.py); above ``PIPELINE_MAX_QUEUED``
+  waiting jobs it stops claiming until the queue drains.
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ import uuid
 from pathlib import Path
 
 from orchestrator.errors import PipelineError, TransientError
-from orchestrator.intake import Batch, Intake
+from orchestrator.intake.submission import Batch, Intake
+from orchestrator.intake.watch import jobrefs
+from orchestrator.intake.watch.events import EventSource, Hint
+from orchestrator.intake.watch.mode import choose
+from orchestrator.intake.watch.settle import Settler
+from orchestrator.intake.watch.share import Outage, Unavailable, identity, listing
+from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.paths import is_input, is_temporary
-from orchestrator.pipeline import Orchestrator
 from orchestrator.reconciler import claims
 from orchestrator.store import intake as records
-from orchestrator.watch import jobrefs
-from orchestrator.watch.events import EventSource, Hint
-from orchestrator.watch.mode import choose
-from orchestrator.watch.settle import Settler
-from orchestrator.watch.share import Outage, Unavailable, identity, listing
 
 log = logging.getLogger(__name__)
 

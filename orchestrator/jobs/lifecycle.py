@@ -11,7 +11,7 @@ these functions and never set a state themselves (issue 15, item 1: "move the fi
 change the row" was written in eight modules). Files move first, then the row changes by
 compare-and-set, so a job marked completed or failed always has its folder in place; the one
 exception is cancel, which must stop a running step first (see :func:`cancel`). Publishing the
-canvas that runs a job is the Orchestrator's (orchestrator/pipeline.py), never done here.
+canvas that runs a job is the Orchestrator's (orchestrator/jobs/canvas.py), never done here.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def create(new: list[store.NewJob], *, batch_name: str | None = None,
            forced: set[str] | None = None) -> dict[str, records.Original]:
     """Claimed inputs become jobs, in one transaction: ``queued`` (to be published), or
     ``pending`` with their reason (refused, or a duplicate: returned) until :func:`set_aside`.
-    The claim before and the publish after are the intake's (orchestrator/intake.py)."""
+    The claim before and the publish after are the intake's (orchestrator/intake/submission.py)."""
     return records.record(new, batch_name=batch_name, dedupe_window=dedupe_window,
                           refused=refused, forced=forced)
 

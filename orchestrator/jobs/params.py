@@ -4,7 +4,7 @@ Before this module a parameter's bounds were written four times (the job paramet
 settings that hold the defaults, the optimizer's checks and ``pipeline submit``'s options) and
 had drifted: five parameters could be set in a job file but not on the command line. Now:
 
-- ``orchestrator/jobspec.py``'s ``JobParams`` is this model plus the checks across fields
+- ``orchestrator/jobs/jobspec.py``'s ``JobParams`` is this model plus the checks across fields
   (weights × size, a target and its objective), which it asks of the optimizer;
 - ``orchestrator/optimizer/request.py`` takes its bounds and choices from here;
 - ``orchestrator/settings.py`` declares the defaults it holds (``PIPELINE_PORTFOLIO_SIZE``...)

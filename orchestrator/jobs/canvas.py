@@ -15,11 +15,11 @@ from typing import Any
 from celery import Celery, chain, chord
 from celery.canvas import Signature
 
-from orchestrator import lifecycle
 from orchestrator.errors import IllegalTransition
-from orchestrator.lifecycle import task_id
-from orchestrator.messages import addressed_to
+from orchestrator.jobs import lifecycle
+from orchestrator.jobs.lifecycle import task_id
 from orchestrator.paths import Share
+from orchestrator.runtime.messages import addressed_to
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store import jobs as store
 from orchestrator.store.states import ACTIVE, JobState
@@ -51,7 +51,7 @@ class Orchestrator:
         recorded as a cancelled duplicate, not run (``pipeline submit`` and the watcher ask
         for it; a job file's ``"force": true`` overrides it).
         """
-        from orchestrator.intake import Intake
+        from orchestrator.intake.submission import Intake
 
         outcome = Intake(self).submit([Path(path)], params or {}, dedupe=dedupe)
         return outcome.job_ids[0]
@@ -60,7 +60,7 @@ class Orchestrator:
                      name: str | None = None, *, batch_id: str | None = None,
                      dedupe: bool = False) -> str:
         """Every file becomes a job of one batch: chord(group(chain per file), summarize)."""
-        from orchestrator.intake import Batch, Intake
+        from orchestrator.intake.submission import Batch, Intake
 
         batch_id = batch_id or uuid.uuid4().hex
         batch = Batch(batch_id, name or batch_id)
@@ -78,7 +78,7 @@ class Orchestrator:
                 self.job_chain(job_id, run=run, input_name=names.get(job_id)).apply_async()
             return
         if not job_ids:
-            from orchestrator.batches import summarize_batch
+            from orchestrator.jobs.batches import summarize_batch
 
             summarize_batch(batch_id)
             return

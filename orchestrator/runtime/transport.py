@@ -79,7 +79,7 @@ def transport_options(folder: str, polling_interval: float) -> dict[str, object]
 
 
 def register() -> None:
-    TRANSPORT_ALIASES[SCHEME] = "orchestrator.transport:Transport"
+    TRANSPORT_ALIASES[SCHEME] = "orchestrator.runtime.transport:Transport"
 
 
 register()

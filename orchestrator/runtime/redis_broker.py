@@ -70,4 +70,4 @@ def _id_of(message: Any) -> str | None:
 
 def register() -> None:
     for scheme in ("redis", "rediss"):
-        TRANSPORT_ALIASES[scheme] = "orchestrator.redis_broker:Transport"
+        TRANSPORT_ALIASES[scheme] = "orchestrator.runtime.redis_broker:Transport"

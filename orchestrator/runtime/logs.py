@@ -59,7 +59,7 @@ class JobFilter(logging.Filter):
 
 def _from_task(record: logging.LogRecord) -> tuple[str, str | None] | None:
     """Celery's own lines about a step task (received, succeeded, retry) name the task, whose
-    id is ``<job id>.<step>.<run>`` (orchestrator/pipeline.py): the job and step are in it."""
+    id is ``<job id>.<step>.<run>`` (orchestrator/jobs/canvas.py): the job and step are in it."""
     data = getattr(record, "data", None)
     task_id = data.get("id") if isinstance(data, dict) else None
     match = _TASK_ID.match(task_id) if isinstance(task_id, str) else None

@@ -1,7 +1,7 @@
 """Which CSV a job file names, read early and leniently, so the watcher can wait for it.
 
 Full validation (parameters, the path staying inside the share, links) happens when the job
-file is submitted (orchestrator/jobspec.py). Here the watcher only needs to know the CSV a job
+file is submitted (orchestrator/jobs/jobspec.py). Here the watcher only needs to know the CSV a job
 file is about, even before the job file itself has settled, so that the CSV is kept for the job
 file rather than run alone with default parameters.
 """
