@@ -12,7 +12,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from orchestrator import security
+from orchestrator.access import security
 from orchestrator.policy import limits as task_limits
 from orchestrator.rotation.schedule import beat_entries as rotation_beat
 from orchestrator.runtime import results, transport

@@ -149,7 +149,7 @@ def setup(root: Path) -> tuple[dict[str, str], dict[str, str]]:
            "PIPELINE_VAR_DIR": str(root / "var"), "PIPELINE_AUTH_VIEWERS": "token",
            "PIPELINE_LOG_LEVEL": "WARNING"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("PIPELINE_")})
-    from orchestrator.auth import Role, create_token
+    from orchestrator.access.auth import Role, create_token
     from orchestrator.settings import reset_settings
     from orchestrator.store.db import migrate
 

@@ -11,7 +11,7 @@ import click
 
 from cli.auth import requires
 from cli.exit_codes import Exit, epilog
-from orchestrator.auth import Role
+from orchestrator.access.auth import Role
 from orchestrator.errors import ConfigError
 from orchestrator.settings import Settings
 
@@ -21,8 +21,8 @@ GRACE = 5
 
 def refuse_public(host: str) -> str | None:
     """Why ``host`` may not be bound now, or None."""
+    from orchestrator.access.auth import in_force
     from orchestrator.api.security import is_loopback
-    from orchestrator.auth import in_force
     from orchestrator.settings import get_settings
 
     if is_loopback(host) or in_force(get_settings()):

@@ -3,7 +3,7 @@
 It adds ``--token`` (or ``PIPELINE_TOKEN``) and ``--token-file`` (or
 ``PIPELINE_TOKEN_FILE``; preferred: a value on the command line shows in ps) to the command
 and, before the command runs, asks
-:func:`orchestrator.auth.authorize`, which refuses (exit 9 without a valid token, 10 with a
+:func:`orchestrator.access.auth.authorize`, which refuses (exit 9 without a valid token, 10 with a
 weaker one) and records the refusal in the audit log. Also here: ``pipeline token`` and
 ``pipeline audit`` and ``pipeline auth`` (the stored policy: whether tokens are checked).
 """
@@ -19,7 +19,7 @@ import click
 
 from cli import render
 from cli.exit_codes import epilog
-from orchestrator.auth import Principal, Role
+from orchestrator.access.auth import Principal, Role
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +74,7 @@ def read_token_file(path: Path) -> str:
 
 def check(role: Role, token: str | None, action: str, *, bootstrap: bool = False,
           strict: bool = False) -> Principal:
-    from orchestrator.auth import authorize
+    from orchestrator.access.auth import authorize
     from orchestrator.settings import get_settings
 
     _schema_current()  # tokens and policy tables exist before the lookup
@@ -96,7 +96,7 @@ def principal() -> Principal:
 
 def actor() -> str:
     """The name recorded for this command's actions: the token's name, or the OS user."""
-    from orchestrator.audit import origin
+    from orchestrator.access.audit import origin
 
     found = principal()
     return found.name if found.enforced else f"anonymous ({origin()})"
@@ -137,14 +137,14 @@ def create(role_name: str, name: str | None, as_json: bool) -> None:
     TOKEN=$(pipeline token create --role operator) works.
     Example: pipeline token create --role admin --name alice
     """
-    from orchestrator.auth import refuse
+    from orchestrator.access.auth import refuse
     from orchestrator.errors import Forbidden
 
     role = Role.parse(role_name)
     if principal().bootstrap and role is not Role.ADMIN:
         refuse(Forbidden, "token create", actor(), "the first token must be an admin token "
                "(pipeline token create --role admin), so that someone can create the others")
-    from orchestrator.auth import create_token
+    from orchestrator.access.auth import create_token
 
     value, info = create_token(role, name, created_by=actor())
     if as_json:
@@ -162,7 +162,7 @@ def list_(as_json: bool) -> None:
     """Every token: id, name, role, when created and by whom, revoked or not (never values)."""
     from rich.table import Table
 
-    from orchestrator.auth import list_tokens
+    from orchestrator.access.auth import list_tokens
 
     found = list_tokens()
     if as_json:
@@ -184,7 +184,7 @@ def revoke(token_id: str) -> None:
 
     Example: pipeline token revoke 1a2b3c4d
     """
-    from orchestrator.auth import revoke as revoke_token
+    from orchestrator.access.auth import revoke as revoke_token
 
     info = revoke_token(token_id, revoked_by=actor())
     click.echo(f"token {info.id} {info.name!r} revoked")
@@ -198,7 +198,7 @@ def audit(limit: int, as_json: bool) -> None:
     """The audit log, newest first: refusals, tokens, rotations, restores."""
     from rich.table import Table
 
-    from orchestrator.audit import recent
+    from orchestrator.access.audit import recent
 
     entries = recent(limit)
     if as_json:
@@ -228,7 +228,7 @@ def auth() -> None:
 @requires(Role.ADMIN)
 def show(as_json: bool) -> None:
     """The policy in force, and whether it is stored (a token exists) or from the settings."""
-    from orchestrator.auth import policy
+    from orchestrator.access.auth import policy
     from orchestrator.settings import get_settings
 
     current = policy(get_settings())
@@ -251,7 +251,7 @@ def set_(enforce: str | None, viewers: str | None) -> None:
 
     Example: pipeline auth set --viewers token
     """
-    from orchestrator.auth import set_policy
+    from orchestrator.access.auth import set_policy
     from orchestrator.settings import get_settings
 
     if enforce is None and viewers is None:

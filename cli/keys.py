@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.keys import ROLES, signing_keys, tls_files
+from orchestrator.access.keys import ROLES, signing_keys, tls_files
 
 
 @click.group()

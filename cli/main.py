@@ -15,7 +15,7 @@ from cli.auth import requires
 from cli.common import PipelineGroup, orchestrator, parse_since, quiet_broken_pipe
 from cli.exit_codes import Exit, epilog, exit_code_table
 from cli.params import parameter_options
-from orchestrator.auth import Role
+from orchestrator.access.auth import Role
 from orchestrator.errors import ConfigError, DataError, JobNotFound
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, STEPS, JobState

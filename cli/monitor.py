@@ -18,7 +18,7 @@ from rich.table import Table
 from cli import render
 from cli.auth import requires
 from cli.exit_codes import Exit, epilog
-from orchestrator.auth import Role
+from orchestrator.access.auth import Role
 from orchestrator.errors import JobNotFound
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL, JobState

@@ -17,7 +17,7 @@ from rich.table import Table
 from cli import render
 from cli.auth import actor, requires
 from cli.exit_codes import Exit, epilog
-from orchestrator.auth import Role
+from orchestrator.access.auth import Role
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def rotate(dry_run: bool, older_than: str | None, limit: int | None, wait: bool,
     if dry_run:
         _dry_run(settings, older, limit, as_json)
         return
-    from orchestrator import audit
+    from orchestrator.access import audit
     from orchestrator.rotation.runner import start_run
 
     run = start_run(settings, trigger="cli", actor=actor(), older_than=older, limit=limit)
@@ -215,7 +215,7 @@ def restore(job: str, as_json: bool) -> None:
 
     Example: pipeline restore 3f2a
     """
-    from orchestrator import audit
+    from orchestrator.access import audit
     from orchestrator.errors import PipelineError
     from orchestrator.paths import Share
     from orchestrator.rotation.restore import restore as restore_job

@@ -8,7 +8,7 @@ import threading
 
 from celery import Celery, bootsteps, signals
 
-from orchestrator import security
+from orchestrator.access import security
 from orchestrator.monitoring import heartbeat as _heartbeat  # noqa: F401 - beat's ticks
 from orchestrator.runtime import logs as _logs  # noqa: F401 - connects the logging signals
 from orchestrator.runtime import redis_broker, results, transport

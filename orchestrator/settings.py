@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator import secretfiles
+from orchestrator.access import secretfiles
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.params import DecimalMark, LateListing, Objective, Separator, setting
 from orchestrator.steps import registry
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     worker_max_memory_per_child: int = Field(1_000_000, ge=10_000, description="KiB")
     result_expires_seconds: int = Field(86_400, gt=0)
 
-    # Storage rotation (orchestrator/rotation/) and tokens (orchestrator/auth.py).
+    # Storage rotation (orchestrator/rotation/) and tokens (orchestrator/access/auth.py).
     retention_days: int = Field(30, ge=1, le=36_500, description="finished jobs kept this long")
     retention_days_completed: int | None = Field(None, ge=1, le=36_500)
     retention_days_failed: int | None = Field(None, ge=1, le=36_500)

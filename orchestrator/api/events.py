@@ -23,10 +23,10 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator.access.auth import Principal, Role
 from orchestrator.api import models
 from orchestrator.api.errors import ApiError
 from orchestrator.api.security import requires
-from orchestrator.auth import Principal, Role
 from orchestrator.store import jobs as store
 from orchestrator.store.states import FINAL
 

@@ -4,7 +4,7 @@ progress over the API's own SSE endpoint. No build step, no CDN.
 Login keeps the token in a cookie marked HttpOnly (scripts cannot read it) and
 SameSite=Strict (other sites' pages cannot make the browser send it). Forms are CSRF-safe by
 double submit: a random value in a SameSite=Strict cookie that the form repeats. The checks are
-the API's: :func:`orchestrator.auth.authorize` with the cookie's token.
+the API's: :func:`orchestrator.access.auth.authorize` with the cookie's token.
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.api import models, routes
-from orchestrator.api.errors import ApiError, translate
-from orchestrator.api.security import COOKIE, CSRF_COOKIE, csrf_ok, new_csrf
-from orchestrator.auth import (
+from orchestrator.access.auth import (
     TOKEN_SHAPE,
     Principal,
     Role,
@@ -31,6 +28,9 @@ from orchestrator.auth import (
     identify,
     refuse,
 )
+from orchestrator.api import models, routes
+from orchestrator.api.errors import ApiError, translate
+from orchestrator.api.security import COOKIE, CSRF_COOKIE, csrf_ok, new_csrf
 from orchestrator.errors import Forbidden, PipelineError, Unauthorized
 from orchestrator.jobs.jobspec import OBJECTIVES, defaults
 from orchestrator.jobs.params import NAMES, bounds

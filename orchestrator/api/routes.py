@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import safeopen
+from orchestrator.access.auth import Principal, Role
 from orchestrator.api import models, queries, submit, uploads
 from orchestrator.api.errors import ApiError
 from orchestrator.api.security import requires
-from orchestrator.auth import Principal, Role
 from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState

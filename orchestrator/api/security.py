@@ -1,6 +1,6 @@
 """Who is calling: the CLI's tokens and roles, sent as ``Authorization: Bearer <token>``.
 
-Every check goes through :func:`orchestrator.auth.authorize`, the one the CLI's
+Every check goes through :func:`orchestrator.access.auth.authorize`, the one the CLI's
 ``@requires`` makes, so the roles, the refusals written to the audit log and whether auth is
 in force at all are decided in one place (this module does not know how "off" is decided).
 The page sends the same token from an HttpOnly, SameSite=Strict cookie; a cookie is taken
@@ -22,7 +22,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.auth import HTTP_HOW, TOKEN_SHAPE, Principal, Role, authorize, digest
+from orchestrator.access.auth import HTTP_HOW, TOKEN_SHAPE, Principal, Role, authorize, digest
 from orchestrator.settings import Settings
 
 COOKIE = "pipeline_token"

@@ -1,5 +1,5 @@
 """/v1/tokens: an admin lists, creates and revokes tokens over HTTP, as `pipeline token`
-does (orchestrator/auth.py does the work and writes the audit log). The first token, which
+does (orchestrator/access/auth.py does the work and writes the audit log). The first token, which
 needs no token, is created with the CLI only: over HTTP someone must be an admin already.
 """
 
@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator import auth
+from orchestrator.access import auth
+from orchestrator.access.auth import Principal, Role
 from orchestrator.api import models
 from orchestrator.api.security import requires
-from orchestrator.auth import Principal, Role
 
 router = APIRouter(prefix="/v1")
 Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.auth import Role, create_token, set_policy
+from orchestrator.access.auth import Role, create_token, set_policy
 from orchestrator.settings import get_settings
 from tests.conftest import Env, Process
 from tests.own_servers import free_port

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from orchestrator import audit
+from orchestrator.access import audit
 from orchestrator.errors import ParameterError
 from orchestrator.jobs.jobspec import read_job_file
 from orchestrator.paths import Share
@@ -200,7 +200,7 @@ def test_a_file_on_the_share_is_named_by_json_and_resolved_inside_it(api: Api,
 
 def test_a_revoked_token_is_refused(env: Env, spawn: Callable[..., Process]) -> None:
     # given verified tokens not remembered (PIPELINE_API_AUTH_CACHE_SECONDS=0), reads guarded
-    from orchestrator.auth import revoke
+    from orchestrator.access.auth import revoke
 
     env.variables["PIPELINE_API_AUTH_CACHE_SECONDS"] = "0"
     api = start_api(spawn, env, make_tokens(viewers="token"))

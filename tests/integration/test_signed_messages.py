@@ -24,9 +24,9 @@ from celery.security.key import PrivateKey
 from celery.security.serialization import SecureSerializer
 from kombu import Connection, Exchange
 
+from orchestrator.access.keys import signing_keys
 from orchestrator.celery import create_app
 from orchestrator.jobs.canvas import Orchestrator
-from orchestrator.keys import signing_keys
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
 from tests.conftest import Env, Process

@@ -3,7 +3,7 @@
 The machine's own Redis and PostgreSQL run without TLS (checked: `CONFIG GET tls-port` is 0,
 `SHOW ssl` is off), so this test starts its own: a redis-server that speaks only TLS and wants
 a password, and a PostgreSQL cluster that refuses non-TLS connections and wants a password,
-both on loopback ports of their own, with certificates from a lab CA (orchestrator/keys.py).
+both on loopback ports of their own, with certificates from a lab CA (orchestrator/access/keys.py).
 Every URL and password reaches the pipeline through a ``*_FILE`` setting.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.keys import tls_files
+from orchestrator.access.keys import tls_files
 from orchestrator.settings import reset_settings
 from orchestrator.store import db
 from tests.conftest import Env, Process

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from orchestrator.keys import signing_keys
+from orchestrator.access.keys import signing_keys
 from orchestrator.settings import reset_settings
 from orchestrator.store import db
 from orchestrator.store import jobs as store

@@ -1,11 +1,12 @@
-"""orchestrator.auth.caller: "who is this caller, and is auth in force", as the HTTP API asks."""
+"""orchestrator.access.auth.caller: "who is this caller, and is auth in force", as the HTTP API
+asks."""
 
 from __future__ import annotations
 
 import pytest
 
-from orchestrator import audit
-from orchestrator.auth import Role, caller, create_token, policy, set_policy
+from orchestrator.access import audit
+from orchestrator.access.auth import Role, caller, create_token, policy, set_policy
 from orchestrator.errors import Unauthorized
 from orchestrator.monitoring.flower import other_authentication, refused_passthrough
 from orchestrator.settings import reset_settings

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 import celeryconfig
 from cli.main import pipeline
+from orchestrator.access.security import enable_signing, signing_conf, tls_conf
 from orchestrator.errors import ConfigError
-from orchestrator.security import enable_signing, signing_conf, tls_conf
 from orchestrator.settings import Settings
 
 

@@ -7,8 +7,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from cli.main import pipeline
-from orchestrator import audit
-from orchestrator.auth import Role, authorize, create_token
+from orchestrator.access import audit
+from orchestrator.access.auth import Role, authorize, create_token
 from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.rotation import runner
 from orchestrator.settings import reset_settings

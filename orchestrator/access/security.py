@@ -18,8 +18,8 @@ from typing import Any
 
 from celery import Celery
 
+from orchestrator.access.secretfiles import reveal
 from orchestrator.errors import ConfigError
-from orchestrator.secretfiles import reveal
 from orchestrator.settings import Settings
 
 DIGEST = "sha256"

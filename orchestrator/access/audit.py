@@ -19,7 +19,7 @@ from orchestrator.store.db import transaction
 from orchestrator.store.jobs import _utc, now
 from orchestrator.store.tables import audit_events
 
-log = logging.getLogger("orchestrator.audit")
+log = logging.getLogger("orchestrator.access.audit")
 
 
 def origin() -> str:

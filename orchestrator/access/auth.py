@@ -38,7 +38,7 @@ from typing import NoReturn
 
 from sqlalchemy import Connection, exists, insert, select, update
 
-from orchestrator import audit
+from orchestrator.access import audit
 from orchestrator.errors import ConfigError, Forbidden, JobNotFound, Unauthorized
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store.db import transaction
