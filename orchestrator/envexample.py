@@ -7,8 +7,8 @@ themselves so they cannot drift (the README once documented two settings that ne
 Every field of :class:`orchestrator.settings.Settings` is listed with what it means, its
 bounds and its default; the Markdown ends with the job parameters
 (:class:`orchestrator.jobs.params.Parameters`: job files, ``pipeline submit`` options, the API).
-A unit test (tests/unit/test_deploy_files.py) fails when a setting is missing from the file
-or has neither a description in settings.py nor a note here.
+A setting's meaning is its Field's description in settings.py, the one place: a unit test
+(tests/unit/test_deploy_files.py) fails when a setting is missing from the file or has none.
 """
 
 from __future__ import annotations
@@ -20,42 +20,6 @@ from pydantic.fields import FieldInfo
 
 from orchestrator.jobs import params
 from orchestrator.settings import Settings
-
-#: Meaning of the settings whose Field has no description.
-NOTES: dict[str, str] = {
-    "broker_polling_interval": "seconds between looks at the embedded broker's folder",
-    "scan_interval": "seconds between the watcher's scans of input/",
-    "worker_concurrency": "worker processes (pipeline up, demo; `celery worker -c` overrides)",
-    "prefetch_multiplier": "messages each worker process reserves ahead (1: fair on long steps)",
-    "task_events": "workers send task events; turn on where Flower runs",
-    "log_level": "log level of workers, beat and the watcher",
-    "max_input_bytes": "larger input files are refused unread; also the most a .csv.gz may "
-                       "expand to",
-    "validate_soft_time_limit": "seconds before the validate step is asked to stop",
-    "validate_time_limit": "seconds before the validate step is killed",
-    "optimize_soft_time_limit": "seconds before the optimize step is asked to stop",
-    "optimize_time_limit": "seconds before the optimize step is killed",
-    "archive_soft_time_limit": "seconds before the archive step is asked to stop",
-    "archive_time_limit": "seconds before the archive step is killed",
-    "worker_max_tasks_per_child": "a worker process is replaced after this many tasks",
-    "result_expires_seconds": "result backend entries expire after this",
-    "retention_days_completed": "retention of completed jobs; default PIPELINE_RETENTION_DAYS",
-    "retention_days_failed": "retention of failed jobs; default PIPELINE_RETENTION_DAYS",
-    "retention_days_cancelled": "retention of cancelled jobs; default PIPELINE_RETENTION_DAYS",
-    "rotation_compress_level": "gzip level of rotation archives",
-    "flower_port": "Flower's port",
-    "flower_user": "Flower basic auth user (with PIPELINE_FLOWER_PASSWORD)",
-    "flower_password": "Flower basic auth password; prefer PIPELINE_FLOWER_PASSWORD_FILE",
-    "webhook_url": "notify failures to this URL (Slack, Teams, any JSON endpoint)",
-    "smtp_host": "mail server for failure notices; unset: no mail",
-    "smtp_port": "mail server port",
-    "smtp_user": "mail server user",
-    "smtp_password": "mail server password",
-    "smtp_from": "sender of failure notices",
-    "smtp_to": "recipients of failure notices, comma separated",
-    "smtp_starttls": "use STARTTLS with the mail server",
-    "health_min_workers": "`pipeline health` is unhealthy with fewer workers answering",
-}
 
 #: Sections, by the first setting of each (in the order settings.py declares them).
 SECTIONS: dict[str, str] = {
@@ -93,8 +57,8 @@ HEADER = """\
 
 
 def describe(name: str, field: FieldInfo) -> str:
-    """What the setting means, from settings.py or NOTES; '' when neither says."""
-    return field.description or NOTES.get(name, "")
+    """What the setting means: its Field's description in settings.py; '' when it has none."""
+    return field.description or ""
 
 
 def render() -> str:

@@ -37,18 +37,24 @@ class Settings(BaseSettings):
     result_backend: str | None = Field(None, description="Celery results; default: files in var/")
     database_url: str | None = Field(None, description="status store; default: SQLite in var/")
 
-    broker_polling_interval: float = Field(0.02, gt=0, le=5)
-    scan_interval: float = Field(1.0, gt=0, le=3600)
+    broker_polling_interval: float = Field(0.02, gt=0, le=5,
+        description="seconds between looks at the embedded broker's folder")
+    scan_interval: float = Field(1.0, gt=0, le=3600,
+        description="seconds between the watcher's scans of input/")
     watch_mode: Literal["auto", "events", "polling"] = Field(
         "auto", description="auto: polling on network filesystems, else events")
     settle_seconds: float = Field(1.0, ge=0, le=3600, description="still this long = complete")
     job_file_wait: float = Field(60.0, ge=0, le=86_400, description="a job file waits for its CSV")
     dedupe_window: float = Field(7 * 86_400.0, ge=0, description="seconds, or 30m/12h/7d; 0 off")
     max_queued: int = Field(5000, ge=1, description="the watcher stops claiming above this")
-    worker_concurrency: int = Field(2, ge=1, le=256)
-    prefetch_multiplier: int = Field(1, ge=1, le=128)
-    task_events: bool = False
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_concurrency: int = Field(2, ge=1, le=256,
+        description="worker processes (pipeline up, demo; `celery worker -c` overrides)")
+    prefetch_multiplier: int = Field(1, ge=1, le=128,
+        description="messages each worker process reserves ahead (1: fair on long steps)")
+    task_events: bool = Field(False,
+        description="workers send task events; turn on where Flower runs")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO",
+        description="log level of workers, beat and the watcher")
     db_synchronous_commit: bool = Field(True, description="PostgreSQL: wait for the WAL flush")
     step_work: Literal["real", "noop"] = Field(
         "real", description="noop: steps do no work; for benchmarks of the orchestration itself")
@@ -62,7 +68,8 @@ class Settings(BaseSettings):
 
     max_gap_days: int = Field(5, ge=0, le=60, description="longest gap filled forward")
     max_missing_fraction: float = Field(0.10, ge=0, le=1, description="sparser tickers dropped")
-    max_input_bytes: int = Field(200_000_000, gt=0)
+    max_input_bytes: int = Field(200_000_000, gt=0,
+        description="larger input files are refused unread; also the most a .csv.gz may expand to")
     csv_separator: Separator = setting("separator")
     csv_decimal: DecimalMark = setting("decimal")
     late_listing: LateListing = setting("late_listing")
@@ -71,12 +78,18 @@ class Settings(BaseSettings):
         "orchestrator.steps.registry:PIPELINE",
         description="the job's steps: module:attribute of a StepRegistry")
     # Overrides of the built-in steps' declared limits (orchestrator/steps/registry.py).
-    validate_soft_time_limit: int = Field(PIPELINE["validate"].soft_time_limit, gt=0)
-    validate_time_limit: int = Field(PIPELINE["validate"].time_limit, gt=0)
-    optimize_soft_time_limit: int = Field(PIPELINE["optimize"].soft_time_limit, gt=0)
-    optimize_time_limit: int = Field(PIPELINE["optimize"].time_limit, gt=0)
-    archive_soft_time_limit: int = Field(PIPELINE["archive"].soft_time_limit, gt=0)
-    archive_time_limit: int = Field(PIPELINE["archive"].time_limit, gt=0)
+    validate_soft_time_limit: int = Field(PIPELINE["validate"].soft_time_limit, gt=0,
+        description="seconds before the validate step is asked to stop")
+    validate_time_limit: int = Field(PIPELINE["validate"].time_limit, gt=0,
+        description="seconds before the validate step is killed")
+    optimize_soft_time_limit: int = Field(PIPELINE["optimize"].soft_time_limit, gt=0,
+        description="seconds before the optimize step is asked to stop")
+    optimize_time_limit: int = Field(PIPELINE["optimize"].time_limit, gt=0,
+        description="seconds before the optimize step is killed")
+    archive_soft_time_limit: int = Field(PIPELINE["archive"].soft_time_limit, gt=0,
+        description="seconds before the archive step is asked to stop")
+    archive_time_limit: int = Field(PIPELINE["archive"].time_limit, gt=0,
+        description="seconds before the archive step is killed")
     lease_grace_seconds: int = Field(30, ge=1, description="added to a step's hard limit")
     visibility_timeout: int | None = Field(None, gt=0, description="Redis; default 2×limit+60")
     max_retries: int = Field(3, ge=0, le=20, description="transient step errors")
@@ -85,15 +98,20 @@ class Settings(BaseSettings):
     disk_wait_seconds: int = Field(
         900, ge=0, le=86_400, description="a full/failing share: retry this long, then fail")
     recovery_interval: int = Field(60, gt=0, description="seconds between stuck-job checks")
-    worker_max_tasks_per_child: int = Field(1000, ge=1)
+    worker_max_tasks_per_child: int = Field(1000, ge=1,
+        description="a worker process is replaced after this many tasks")
     worker_max_memory_per_child: int = Field(1_000_000, ge=10_000, description="KiB")
-    result_expires_seconds: int = Field(86_400, gt=0)
+    result_expires_seconds: int = Field(86_400, gt=0,
+        description="result backend entries expire after this")
 
     # Storage rotation (orchestrator/rotation/) and tokens (orchestrator/access/auth.py).
     retention_days: int = Field(30, ge=1, le=36_500, description="finished jobs kept this long")
-    retention_days_completed: int | None = Field(None, ge=1, le=36_500)
-    retention_days_failed: int | None = Field(None, ge=1, le=36_500)
-    retention_days_cancelled: int | None = Field(None, ge=1, le=36_500)
+    retention_days_completed: int | None = Field(None, ge=1, le=36_500,
+        description="retention of completed jobs; default PIPELINE_RETENTION_DAYS")
+    retention_days_failed: int | None = Field(None, ge=1, le=36_500,
+        description="retention of failed jobs; default PIPELINE_RETENTION_DAYS")
+    retention_days_cancelled: int | None = Field(None, ge=1, le=36_500,
+        description="retention of cancelled jobs; default PIPELINE_RETENTION_DAYS")
     rotation_batch_size: int = Field(500, ge=1, le=10_000, description="jobs per archive")
     rotation_concurrency: int = Field(1, ge=1, le=64, description="batches at once (lanes)")
     rotation_bytes_per_second: int = Field(20_000_000, ge=0, description="budget; 0 = none")
@@ -101,7 +119,8 @@ class Settings(BaseSettings):
         None, pattern=r"^\d+(\.\d+)?/[smh]$", description="Celery rate_limit, e.g. 30/m")
     rotation_schedule: str = Field("0 3 * * *", description="cron (UTC) or 'off'")
     rotation_time_limit: int = Field(3600, ge=10, le=86_400, description="seconds per batch")
-    rotation_compress_level: int = Field(6, ge=1, le=9)
+    rotation_compress_level: int = Field(6, ge=1, le=9,
+        description="gzip level of rotation archives")
     history_retention_days: int | None = Field(
         None, ge=1, description="prune old history of archived jobs and results; off if unset")
     auth: Literal["auto", "on", "off"] = Field(
@@ -165,23 +184,30 @@ class Settings(BaseSettings):
     # Monitoring: logs, Flower, notifications, health (orchestrator/monitoring/, cli/monitor.py).
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
     flower_address: str = Field("127.0.0.1", min_length=1, description="Flower binds here")
-    flower_port: int = Field(5555, ge=1, le=65_535)
-    flower_user: str | None = Field(None, pattern=r"^[^:,]+$")
-    flower_password: str | None = Field(None, min_length=8, pattern=r"^[^,]+$")
+    flower_port: int = Field(5555, ge=1, le=65_535, description="Flower's port")
+    flower_user: str | None = Field(None, pattern=r"^[^:,]+$",
+        description="Flower basic auth user (with PIPELINE_FLOWER_PASSWORD)")
+    flower_password: str | None = Field(None, min_length=8, pattern=r"^[^,]+$",
+        description="Flower basic auth password; prefer PIPELINE_FLOWER_PASSWORD_FILE")
     flower_basic_auth: str | None = Field(
         None, pattern=r"^[^:,]+:[^,]+(,[^:,]+:[^,]+)*$", description="user:password[,...]")
-    webhook_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    webhook_url: str | None = Field(None, pattern=r"^https?://\S+$",
+        description="notify failures to this URL (Slack, Teams, any JSON endpoint)")
     webhook_timeout: float = Field(5.0, gt=0, le=120, description="seconds per attempt")
     notify_retries: int = Field(5, ge=0, le=50, description="webhook/email attempts after one")
-    smtp_host: str | None = None
-    smtp_port: int = Field(25, ge=1, le=65_535)
-    smtp_user: str | None = None
-    smtp_password: str | None = None
-    smtp_from: str = Field("pipeline@localhost", pattern=r"^\S+@\S+$")
-    smtp_to: str | None = Field(None, pattern=r"^\S+@\S+(\s*,\s*\S+@\S+)*$")
-    smtp_starttls: bool = False
+    smtp_host: str | None = Field(None,
+        description="mail server for failure notices; unset: no mail")
+    smtp_port: int = Field(25, ge=1, le=65_535, description="mail server port")
+    smtp_user: str | None = Field(None, description="mail server user")
+    smtp_password: str | None = Field(None, description="mail server password")
+    smtp_from: str = Field("pipeline@localhost", pattern=r"^\S+@\S+$",
+        description="sender of failure notices")
+    smtp_to: str | None = Field(None, pattern=r"^\S+@\S+(\s*,\s*\S+@\S+)*$",
+        description="recipients of failure notices, comma separated")
+    smtp_starttls: bool = Field(False, description="use STARTTLS with the mail server")
     health_min_free_mb: int = Field(500, ge=0, description="share free space below: unhealthy")
-    health_min_workers: int = Field(1, ge=0, le=10_000)
+    health_min_workers: int = Field(1, ge=0, le=10_000,
+        description="`pipeline health` is unhealthy with fewer workers answering")
 
     # The HTTP API and the jobs page (orchestrator/api/, `pipeline api`, docs/api.md).
     api_enabled: bool = Field(True, description="`pipeline up` also serves the API and page")
