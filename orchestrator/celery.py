@@ -1,4 +1,12 @@
-"""The Celery app. ``celery -A orchestrator …`` finds it here."""
+"""The composition root: settings in, a configured Celery app with every task out.
+
+``create_app(settings)`` builds Celery's configuration from the one settings object
+(celeryconfig.py), names the task modules (Celery shared tasks, so every app made here has them;
+the step tasks are made from the step registry, tasks/steps.py), and adds the worker's shutdown
+deadline. Tests make one per broker, or one on the memory transport for an in-process worker
+(tests/unit/test_in_process_worker.py). ``celery -A orchestrator …`` finds the module's
+``app``, made from the environment's settings.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ TASK_MODULES = ("tasks.steps", "tasks.batch", "tasks.maintenance", "tasks.rotati
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    """An app configured from ``settings`` (tests build one per broker they run against)."""
+    """An app configured from ``settings``, its tasks those of :data:`TASK_MODULES`."""
     import celeryconfig
 
     settings = settings or get_settings()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.celery import app
+from celery import shared_task
+
 from orchestrator.reconciler.runs import reconcile_runs
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="pipeline.recover_stuck", ignore_result=True)
+@shared_task(name="pipeline.recover_stuck", ignore_result=True)
 def recover_stuck() -> dict[str, int]:
     """Jobs in processing past the step's hard limit with no progress: requeue or fail."""
     outcome = reconcile_runs()

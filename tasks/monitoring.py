@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import shared_task
+
 from orchestrator import policy
-from orchestrator.celery import app
 from orchestrator.monitoring import notify as notifications
 from orchestrator.runtime.logs import job_context
 from orchestrator.settings import get_settings
@@ -16,7 +17,7 @@ from orchestrator.store import jobs as store
 log = logging.getLogger(__name__)
 
 
-@app.task(name="pipeline.notify", bind=True, ignore_result=True)
+@shared_task(name="pipeline.notify", bind=True, ignore_result=True)
 def notify(self: Any, job_id: str, channel: str) -> str:
     """One channel for one ended job. Its outcome becomes a remark in the job's history;
     the job itself is never changed, whatever happens here."""

@@ -13,11 +13,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 from sqlalchemy.exc import DBAPIError
 
 from orchestrator import policy
-from orchestrator.celery import app
 from orchestrator.rotation import journal, runner
 from orchestrator.rotation.batch import run_batch
 from orchestrator.rotation.failures import kind_of
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between task-state updates
 
 
-@app.task(name="pipeline.rotate", ignore_result=True)
+@shared_task(name="pipeline.rotate", ignore_result=True)
 def rotate(trigger: str = "beat", older_than_seconds: float | None = None,
            limit: int | None = None) -> dict[str, Any]:
     """Plan a rotation run and dispatch its batches (beat, nightly by default)."""
@@ -58,7 +57,7 @@ class _Progress:
             self.task.update_state(state="PROGRESS", meta=meta)
 
 
-@app.task(bind=True, name="pipeline.rotate_batch", ignore_result=False, acks_late=True)
+@shared_task(bind=True, name="pipeline.rotate_batch", ignore_result=False, acks_late=True)
 def rotate_batch(self: Task, run_id: str, cutoffs: dict[str, str], spec: dict[str, Any],
                  rate: float | None = None) -> dict[str, Any]:
     """Rotate one batch; a database outage retries it (it is idempotent), then counts it failed."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery, Task
+from celery import Task, shared_task
 
-from orchestrator.celery import app
 from orchestrator.jobs import lifecycle
 from orchestrator.paths import Share
 from orchestrator.runtime.messages import JobMessage
 from orchestrator.settings import get_settings
-from orchestrator.steps.registry import StepRegistry
+from orchestrator.steps.registry import Step
 from orchestrator.steps.run import StepContext
 from tasks.base import OUTAGE, StepTask
 
@@ -50,37 +49,33 @@ class TruthfulStep(StepTask):
             raise lifecycle.step_failed(arrived.job_id, self.step)
         return result
 
-
-    def run(self, ctx: StepContext, message: JobMessage) -> dict[str, Any]:  # type: ignore[override]
-        return self.work(ctx)
-
-    @staticmethod
-    def work(ctx: StepContext) -> dict[str, Any]:
-        raise NotImplementedError  # each registered step's own (register_steps)
-
     def finish(self, ctx: StepContext, metrics: dict[str, Any]) -> None:
         """The last step ends the job (also when the work is a no-op)."""
         if self.step == ctx.settings.steps.last:
             lifecycle.complete(ctx.share, ctx.job_id, metrics)
 
 
-def register_steps(celery_app: Celery, steps: StepRegistry) -> dict[str, Task]:
-    """One task per step of ``steps`` (orchestrator/steps/registry.py): ``pipeline.<name>``,
-    running the step's plain function."""
-    made = {}
-    for step in steps:
-        kind = type(f"{step.name.title().replace('_', '')}Step", (TruthfulStep,), {
-            "name": step.task_name, "step": step.name, "work": staticmethod(step.function()),
-            "__module__": __name__})
-        made[step.name] = celery_app.register_task(kind())
-    return made
+def step_task(step: Step) -> Task:
+    """The task of one step of the registry: ``pipeline.<name>``, a :class:`TruthfulStep`
+    whose work is the step's plain function. A shared task (Celery's ``shared_task``): every
+    app the composition root makes (orchestrator/celery.py) has it."""
+    work = step.function()
+
+    def run(task: TruthfulStep, ctx: StepContext, message: JobMessage) -> dict[str, Any]:
+        return work(ctx)
+
+    run.__name__ = run.__qualname__ = step.name
+    run.__doc__ = work.__doc__
+    task: Task = shared_task(bind=True, base=TruthfulStep, name=step.task_name,
+                             step=step.name)(run)
+    return task
 
 
-#: The configured pipeline's step tasks, by step name.
-STEP_TASKS = register_steps(app, get_settings().steps)
+#: The configured pipeline's step tasks (PIPELINE_STEP_REGISTRY), by step name.
+STEP_TASKS = {step.name: step_task(step) for step in get_settings().steps}
 
 
-@app.task(name="pipeline.record_crash")
+@shared_task(name="pipeline.record_crash")
 def record_crash(request: Any, exc: BaseException, traceback: Any) -> None:
     """Error callback: a step died where it could not catch it (hard time limit, worker lost)."""
     if isinstance(exc, lifecycle.StepFailed):
