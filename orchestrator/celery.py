@@ -65,7 +65,7 @@ class ShutdownDeadline(bootsteps.StartStopStep):
         if self._timer is not None:
             return
         settings = get_settings()
-        deadline = settings.longest_time_limit + settings.lease_grace_seconds
+        deadline = settings.longest_step_limit + settings.lease_grace_seconds
         code = getattr(parent, "exitcode", None) or 1
         self._timer = threading.Timer(deadline, _exit_now, (deadline, code))
         self._timer.daemon = True

@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     archive_time_limit: int = Field(PIPELINE["archive"].time_limit, gt=0,
         description="seconds before the archive step is killed")
     lease_grace_seconds: int = Field(30, ge=1, description="added to a step's hard limit")
-    visibility_timeout: int | None = Field(None, gt=0, description="Redis; default 2×limit+60")
+    visibility_timeout: int | None = Field(None, gt=0,
+        description="Redis; default 2×the longest task limit+60")
     max_retries: int = Field(3, ge=0, le=20, description="transient step errors")
     outage_retries: int = Field(30, ge=0, le=1000, description="database or broker away")
     requeue_lost_after: int = Field(120, gt=0, description="queued, message gone: republish")
@@ -295,8 +296,16 @@ class Settings(BaseSettings):
                 getattr(self, hard) if hard in self.model_fields_set else declared.time_limit)
 
     @property
-    def longest_time_limit(self) -> int:
+    def longest_step_limit(self) -> int:
+        """The longest hard limit of a step."""
         return max(self.time_limits(step)[1] for step in self.steps.names)
+
+    @property
+    def longest_time_limit(self) -> int:
+        """The longest hard limit of any task that holds its message while it runs (acks late):
+        every step's, and a rotation batch's. Redis redelivers a message held longer than its
+        visibility timeout, which is derived from this (celery 5935)."""
+        return max(self.longest_step_limit, self.rotation_time_limit)
 
     def lease_seconds(self, step: str) -> int:
         return self.time_limits(step)[1] + self.lease_grace_seconds

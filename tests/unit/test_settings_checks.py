@@ -52,3 +52,15 @@ def test_min_weight_above_max_weight_is_refused_naming_both(
         get_settings()
     text = str(refused.value)
     assert "PIPELINE_MIN_WEIGHT (0.3)" in text and "PIPELINE_MAX_WEIGHT (0.2)" in text
+
+
+def test_redis_holds_a_rotation_batchs_message_as_long_as_the_batch_may_run() -> None:
+    # a rotation batch (acks late) may run PIPELINE_ROTATION_TIME_LIMIT: a visibility timeout
+    # derived from the steps' limits alone (780 s) had Redis deliver it again mid-run
+    import celeryconfig
+    from orchestrator.settings import Settings
+
+    settings = Settings(broker_url="redis://127.0.0.1:6379/0", rotation_time_limit=3600)
+    timeout = celeryconfig.build(settings)["broker_transport_options"]["visibility_timeout"]
+    assert timeout > 3600
+    assert settings.longest_step_limit == 360  # the optimize step's: a stopping worker's wait
