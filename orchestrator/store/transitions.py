@@ -14,6 +14,7 @@ RETURNING cannot. SQLite has no data-modifying CTEs: there the caller runs the U
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -45,14 +46,24 @@ class Shape:
     new_attempt: bool
     columns: tuple[str, ...]  # extra columns set, sorted
     postgres: bool
+    #: An extra condition written with bind parameters (``g_*``), so that it is part of the
+    #: shape: a module-level function, built once per shape like the rest.
+    guard: Callable[[], ColumnElement[bool]] | None = None
 
 
 def params(job_id: str, at: datetime, step: str | None, from_step: str | None,
-           detail: str | None, worker: str, values: dict[str, Any]) -> dict[str, Any]:
+           detail: str | None, worker: str, values: dict[str, Any],
+           guard_values: dict[str, Any] | None = None) -> dict[str, Any]:
     """The values a shape's statement binds."""
     return {"p_job_id": job_id, "p_at": at, "p_step": step, "p_from_step": from_step,
             "p_detail": detail, "p_worker": worker,
-            **{f"v_{name}": value for name, value in values.items()}}
+            **{f"v_{name}": value for name, value in values.items()},
+            **{f"g_{name}": value for name, value in (guard_values or {}).items()}}
+
+
+def at_param() -> Any:
+    """The change's time (``p_at``), for a guard comparing a column with it."""
+    return bindparam("p_at", type_=jobs.c.updated_at.type)
 
 
 def statement(shape: Shape, where: ColumnElement[bool] | None = None) -> Executable:
@@ -69,6 +80,8 @@ def _build(shape: Shape, where: ColumnElement[bool] | None) -> Executable:
     condition = jobs.c.state.in_(sorted(s.value for s in shape.sources))
     if shape.match_step:
         condition &= jobs.c.step == bindparam("p_from_step")
+    if shape.guard is not None:
+        condition &= shape.guard()
     if where is not None:
         condition &= where
     if shape.postgres:
