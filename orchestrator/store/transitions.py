@@ -7,7 +7,8 @@ a statement built once is compiled once and then found in SQLAlchemy's cache, so
 only binds its values.
 
 On PostgreSQL the UPDATE and the history INSERT are one statement (a CTE), sent in autocommit:
-one round trip, one transaction. A locked sub-select supplies the state the row had, which
+one round trip, one transaction. The state the row had is the change's only source state when
+it has one (every change on a step's hot path); else a locked sub-select supplies it, which
 RETURNING cannot. SQLite has no data-modifying CTEs: there the caller runs the UPDATE and then
 :data:`EVENT` in one transaction.
 """
@@ -26,6 +27,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -85,7 +87,7 @@ def _build(shape: Shape, where: ColumnElement[bool] | None) -> Executable:
     if where is not None:
         condition &= where
     if shape.postgres:
-        return _moved_and_logged(condition, _changes(shape))
+        return _moved_and_logged(condition, _changes(shape), shape.sources)
     return (update(jobs).where((jobs.c.id == bindparam("p_job_id")) & condition)
             .values(**_changes(shape)).returning(*jobs.c))
 
@@ -107,13 +109,22 @@ def _changes(shape: Shape) -> dict[str, Any]:
     return changes
 
 
-def _moved_and_logged(condition: ColumnElement[bool], changes: dict[str, Any]) -> Executable:
-    old = (select(jobs.c.id, jobs.c.state.label("old_state"))
-           .where(jobs.c.id == bindparam("p_job_id")).with_for_update().subquery("old"))
-    moved = (update(jobs).where((jobs.c.id == old.c.id) & condition).values(**changes)
-             .returning(*jobs.c, old.c.old_state).cte("moved"))
+def _moved_and_logged(condition: ColumnElement[bool], changes: dict[str, Any],
+                      sources: frozenset[JobState]) -> Executable:
+    if len(sources) == 1:
+        # The state it had is the only one it may come from: a constant, no locked sub-select
+        # (whose row lock is one more WAL record per change, on every step start).
+        moved = (update(jobs).where((jobs.c.id == bindparam("p_job_id")) & condition)
+                 .values(**changes).returning(*jobs.c).cte("moved"))
+        old_state: Any = literal(next(iter(sources)).value, type_=job_events.c.from_state.type)
+    else:
+        old = (select(jobs.c.id, jobs.c.state.label("old_state"))
+               .where(jobs.c.id == bindparam("p_job_id")).with_for_update().subquery("old"))
+        moved = (update(jobs).where((jobs.c.id == old.c.id) & condition).values(**changes)
+                 .returning(*jobs.c, old.c.old_state).cte("moved"))
+        old_state = moved.c.old_state
     logged = insert(job_events).from_select(list(EVENT_COLUMNS), select(
-        moved.c.id, bindparam("p_at", type_=job_events.c.at.type), moved.c.old_state,
+        moved.c.id, bindparam("p_at", type_=job_events.c.at.type), old_state,
         moved.c.state, moved.c.step, moved.c.attempts,
         bindparam("p_worker", type_=job_events.c.worker.type),
         bindparam("p_detail", type_=job_events.c.detail.type),
