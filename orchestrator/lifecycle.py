@@ -165,8 +165,8 @@ def step_failed(job_id: str, step: str) -> StepFailed:
 
 def _is(job_id: str, states: set[JobState], step: str | None = None) -> bool:
     """Files move only for a job in the expected state (the CAS after the move re-checks)."""
-    job = store.get_job(job_id)
-    return job.state in states and (step is None or job.step == step)
+    state, at_step = store.state_of(job_id)
+    return state in states and (step is None or at_step == step)
 
 
 def _error_payload(step: str | None, error: BaseException) -> dict[str, object]:

@@ -279,6 +279,19 @@ def get_job(job_id: str, url: str | None = None) -> Job:
     return Job.from_row(row)
 
 
+_STATE = select(jobs.c.state, jobs.c.step).where(jobs.c.id == bindparam("job_id"))
+
+
+def state_of(job_id: str, url: str | None = None) -> tuple[JobState, str | None]:
+    """A job's state and step only: what a check before a file move reads (a whole row is
+    twenty columns, JSON among them, to fetch and decode)."""
+    with statement(url) as conn:
+        row = conn.execute(_STATE, {"job_id": job_id}).first()
+    if row is None:
+        raise JobNotFound(f"no job {job_id}")
+    return JobState(row.state), row.step
+
+
 def find_job(prefix: str, url: str | None = None) -> Job:
     """A job by its id or an unambiguous prefix of it (people type short ids)."""
     with statement(url) as conn:
