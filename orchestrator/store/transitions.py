@@ -24,11 +24,16 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    String,
     bindparam,
+    case,
     func,
     insert,
     literal,
+    null,
     select,
+    true,
+    union_all,
     update,
 )
 
@@ -130,3 +135,27 @@ def _moved_and_logged(condition: ColumnElement[bool], changes: dict[str, Any],
         bindparam("p_detail", type_=job_events.c.detail.type),
     )).cte("logged")
     return select(*(moved.c[column.name] for column in jobs.c)).add_cte(logged)
+
+
+@lru_cache(maxsize=1)
+def created_and_logged() -> Executable:
+    """PostgreSQL: a new job, queued, and its two creation events (pending, then queued, in
+    that order of ids) in one statement; the job's columns bound as ``j_*``."""
+    state = {"state": JobState.QUEUED.value, "step": None, "progress": 0.0, "attempts": 0}
+    row = {name: bindparam(f"j_{name}", type_=jobs.c[name].type) for name in (
+        "id", "batch_id", "input_name", "input_sha256", "input_size", "params", "created_at")}
+    created = (insert(jobs).values(**row, **state, updated_at=row["created_at"])
+               .returning(jobs.c.id).cte("created"))
+    # (a VALUES list with literal values has no cache key: it would be compiled every time)
+    moves = union_all(*(
+        select(literal(n).label("n"), literal(source, type_=String).label("from_state"),
+               literal(target.value, type_=String).label("to_state"))
+        for n, source, target in ((1, None, JobState.PENDING),
+                                  (2, JobState.PENDING.value, JobState.QUEUED)))).subquery("moves")
+    detail = case((moves.c.n == 1, bindparam("p_detail", type_=job_events.c.detail.type)),
+                  else_=null())
+    rows = (select(created.c.id, bindparam("p_at", type_=job_events.c.at.type),
+                   moves.c.from_state, moves.c.to_state, null(), literal(0),
+                   bindparam("p_worker", type_=job_events.c.worker.type), detail)
+            .select_from(created.join(moves, true())).order_by(moves.c.n))
+    return insert(job_events).from_select(list(EVENT_COLUMNS), rows).add_cte(created)
