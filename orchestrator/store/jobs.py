@@ -30,7 +30,7 @@ from sqlalchemy import (
 
 from orchestrator.errors import IllegalTransition, JobNotFound
 from orchestrator.store import transitions
-from orchestrator.store.db import statement, transaction
+from orchestrator.store.db import get_engine, statement, transaction
 from orchestrator.store.states import JobState, is_legal, sources_of
 from orchestrator.store.tables import batches, job_events, jobs
 
@@ -171,10 +171,10 @@ def create_queued(job: NewJob, at: datetime, url: str | None = None) -> bool:
     On PostgreSQL: a CTE in autocommit, one round trip instead of four (BEGIN, the row, the
     events, COMMIT) on the path of every submission.
     """
+    if get_engine(url).dialect.name != "postgresql":
+        return False  # asked before a connection: on SQLite that would begin a transaction
+    detail = json.dumps(job.detail) if job.detail else None
     with statement(url) as conn:
-        if conn.dialect.name != "postgresql":
-            return False
-        detail = json.dumps(job.detail) if job.detail else None
         conn.execute(transitions.created_and_logged(), {
             "j_id": job.id, "j_batch_id": job.batch_id, "j_input_name": job.input_name,
             "j_input_sha256": job.input_sha256, "j_input_size": job.input_size,

@@ -67,3 +67,17 @@ def test_a_lone_submission_is_still_checked_for_a_duplicate(env) -> None:
     assert duplicates[again.id].id == first.id
     row = store.get_job(again.id)
     assert row.state is JobState.PENDING and row.error["type"] == "DuplicateInput"
+
+
+def test_on_sqlite_a_lone_submission_is_one_transaction(env, database: str) -> None:  # noqa: F811
+    if database != "sqlite":
+        pytest.skip("PostgreSQL: one statement in autocommit (above)")
+    begun: list[object] = []
+    engine = db.get_engine()
+    listener = lambda *args: begun.append(args)  # noqa: E731
+    event.listen(engine, "begin", listener)
+    try:
+        records.record([new_job()])
+    finally:
+        event.remove(engine, "begin", listener)
+    assert len(begun) == 1  # no empty transaction (each takes SQLite's write lock) before it
