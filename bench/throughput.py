@@ -57,15 +57,25 @@ def main() -> None:
         parser.error(f"unknown setup {unknown[0]!r}; choose from {', '.join(SETUPS)}")
     if args.smoke:
         args.jobs, args.light, args.repeat = 100, 20, 1
-    rows = []
-    for setup in chosen:
-        runs = [run_setup(setup, args.jobs, args.light) for _ in range(args.repeat)]
-        rows.append(summarize(setup, runs))
+    rows = [summarize(setup, runs) for setup, runs in interleaved(chosen, args).items()]
+    for row in rows:  # the ratio within each round (same load), beside the medians' ratio
+        row["x_raw_rounds"] = [round(mine / theirs, 2) for mine, theirs in zip(
+            row["jobs_per_s_runs"], rows[0]["jobs_per_s_runs"], strict=True)]
     print_table(rows, args)
     print_cpu_split(rows)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
                                          "rows": rows}, indent=2))
+
+
+def interleaved(chosen: list[str], args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Every setup once per round, round after round: on a shared machine the load drifts
+    over minutes, and a ratio is only fair between runs made under the same load."""
+    runs: dict[str, list[dict[str, Any]]] = {setup: [] for setup in chosen}
+    for _ in range(args.repeat):
+        for setup in chosen:
+            runs[setup].append(run_setup(setup, args.jobs, args.light))
+    return runs
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -133,7 +143,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
               f"{_f(r['cpu_ms_per_job'])}{_f(r['redis_calls_per_job'], 10)}"
               f"{_f(r['sql_statements_per_job'], 8)}{_f(r['sql_commits_per_job'], 12)}"
               f"{_f(r['p50_ms'], 8)}{delay:>7.2f}{_f(r['p99_ms'], 8)}{r['completed']:>8}")
-        print(f"{'':<34}runs: {r['jobs_per_s_runs']}")
+        print(f"{'':<34}runs: {r['jobs_per_s_runs']}; x raw per round: {r['x_raw_rounds']}")
 
 
 def print_cpu_split(rows: list[dict[str, Any]]) -> None:

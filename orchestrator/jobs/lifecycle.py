@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func
+from sqlalchemy import Connection
 
 from orchestrator.errors import (
     IllegalTransition,
@@ -33,6 +33,7 @@ from orchestrator.monitoring import notify
 from orchestrator.paths import Share, write_error
 from orchestrator.settings import get_settings
 from orchestrator.steps.registry import StepRegistry
+from orchestrator.store import guards
 from orchestrator.store import intake as records
 from orchestrator.store import jobs as store
 from orchestrator.store.states import JobState
@@ -84,22 +85,26 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
              "progress": steps.progress_at(step, 0.0)}
     run = _run_of(job_id, step, task_id)
     previous = steps.previous(step)
-    after_previous = [({S.PROCESSING}, previous, False, None, None if run is None else
-                       lambda: jobs.c.task_id == f"{job_id}.{previous}.{run}")] if previous else []
-    from_queue = ({S.QUEUED}, None, True, None, lambda: _queued_for(job_id, step, run))
-    abandoned = jobs.c.lease_until < at
-    if run is not None:
-        abandoned &= jobs.c.task_id.like(f"{job_id}.%.{run}")
-    redelivery = ({S.PROCESSING}, step, True, "redelivered: the step runs again",
-                  lambda: (jobs.c.task_id == task_id) | abandoned)
+    # Each way's extra condition is a guard: a fixed shape with bound values, so its statement
+    # is built once per process (a one-off ``where`` was rebuilt on every step start).
+    in_run = {} if run is None else {"run": f"{job_id}.%.{run}"}
+    after_previous: list[Way] = [] if previous is None else [
+        ({S.PROCESSING}, previous, False, None, None, {}) if run is None else
+        ({S.PROCESSING}, previous, False, None, guards.is_task,
+         {"task": f"{job_id}.{previous}.{run}"})]
+    from_queue: Way = ({S.QUEUED}, None, True, None,
+                       guards.queued_for if run is None else guards.queued_for_run,
+                       {"step": step, "first": steps.first, **in_run})
+    redelivery: Way = ({S.PROCESSING}, step, True, "redelivered: the step runs again",
+                       guards.redelivered if run is None else guards.redelivered_in_run,
+                       {"task": task_id, **in_run})
     # The likely way first: each miss costs a round trip.
-    ways: list[tuple[set[JobState], str | None, bool, str | None, Any]] = [
-        *after_previous, from_queue, redelivery]
-    for sources, from_step, new_attempt, detail, where in ways:
+    for sources, from_step, new_attempt, detail, guard, values in [
+            *after_previous, from_queue, redelivery]:
         try:
             job = store.transition(job_id, S.PROCESSING, sources=sources, step=step,
                                    from_step=from_step, new_attempt=new_attempt, detail=detail,
-                                   where=where() if where else None, **lease)
+                                   guard=guard, guard_values=values, **lease)
         except IllegalTransition:
             continue
         return Begun(job, redelivered=detail is not None)
@@ -108,14 +113,8 @@ def begin_step(job_id: str, step: str, task_id: str, lease_seconds: float) -> Be
     return None
 
 
-def _queued_for(job_id: str, step: str, run: str | None) -> Any:
-    """A queued job starts only the step its record expects (a message relabelled for another
-    step is refused) and only in the run its record expects (a late original of a republished
-    message is refused)."""
-    expected = func.coalesce(jobs.c.step, _steps().first) == step
-    if run is None:
-        return expected
-    return expected & (jobs.c.task_id.is_(None) | jobs.c.task_id.like(f"{job_id}.%.{run}"))
+#: One way a step may start: sources, from_step, new_attempt, detail, guard, guard values.
+Way = tuple[set[JobState], str | None, bool, str | None, Any, dict[str, str]]
 
 
 def _run_of(job_id: str, step: str, task_id: str) -> str | None:
@@ -189,8 +188,8 @@ def step_failed(job_id: str, step: str) -> StepFailed:
 
 def _is(job_id: str, states: set[JobState], step: str | None = None) -> bool:
     """Files move only for a job in the expected state (the CAS after the move re-checks)."""
-    job = store.get_job(job_id)
-    return job.state in states and (step is None or job.step == step)
+    state, at_step = store.state_of(job_id)
+    return state in states and (step is None or at_step == step)
 
 
 def _error_payload(step: str | None, error: BaseException) -> dict[str, object]:

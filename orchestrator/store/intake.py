@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, text, update
 
 from orchestrator.store.db import transaction
-from orchestrator.store.jobs import NewJob, _event, _insert_job, now
+from orchestrator.store.jobs import NewJob, _event, _insert_job, create_queued, now
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import batches, job_events, jobs
 
@@ -58,6 +58,10 @@ def record(new: Sequence[NewJob], *, batch_name: str | None = None,
     refused = refused or {}
     unchecked = set(refused) | (forced or set())
     at = now()
+    alone = (len(new) == 1 and batch_name is None and new[0].id not in refused
+             and (not dedupe_window or new[0].id in unchecked))
+    if alone and create_queued(new[0], at):  # one submission, nothing to check: one statement
+        return {}
     duplicates: dict[str, Original] = {}
     with transaction() as conn:
         if batch_name is not None and new:

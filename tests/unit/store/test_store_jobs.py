@@ -173,6 +173,16 @@ def test_transition_of_an_unknown_job_raises_job_not_found(env) -> None:
 # ----------------------------------------------------------------------------- reading
 
 
+def test_state_of_a_job_is_its_state_and_step(env) -> None:
+    # given a job at its optimize step, then state_of reads just those two
+    job_id = created()
+    store.transition(job_id, S.PROCESSING, sources={S.QUEUED}, step="optimize")
+    assert store.state_of(job_id) == (S.PROCESSING, "optimize")
+    # and a job that does not exist is not found, as with get_job
+    with pytest.raises(JobNotFound, match="no job nope"):
+        store.state_of("nope")
+
+
 def test_get_job_of_an_unknown_id_raises(env) -> None:
     with pytest.raises(JobNotFound):
         store.get_job("nope")

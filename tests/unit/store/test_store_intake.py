@@ -1,0 +1,83 @@
+"""Recording submissions (``orchestrator.store.intake.record``) on both stores.
+
+A lone submission with nothing to check is the path of every ``pipeline submit`` of one file:
+on PostgreSQL its row and its two creation events are one statement in autocommit (one round
+trip instead of BEGIN, row, events, COMMIT); what is recorded is the same on both stores.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import event
+
+from orchestrator.store import db
+from orchestrator.store import intake as records
+from orchestrator.store import jobs as store
+from orchestrator.store.states import JobState
+from tests.unit.store.test_store_jobs import database  # noqa: F401 - the autouse parametrization
+
+
+def new_job(**fields: object) -> store.NewJob:
+    return store.NewJob(id=uuid.uuid4().hex, input_name="prices.csv", input_sha256="cd" * 32,
+                        input_size=99, params={"portfolio_size": 5}, **fields)  # type: ignore[arg-type]
+
+
+def test_a_lone_submission_is_queued_after_pending_with_its_note(env) -> None:
+    # Given one submission with a note, when it is recorded
+    job = new_job(detail={"note": "from the share"})
+    assert records.record([job]) == {}
+    # Then the job is queued with what was submitted, and its history says pending, then queued
+    row = store.get_job(job.id)
+    assert (row.state, row.step, row.attempts, row.params) == (
+        JobState.QUEUED, None, 0, {"portfolio_size": 5})
+    assert row.created_at == row.updated_at
+    history = store.history(job.id)
+    assert [(e.from_state, e.to_state, e.step, e.attempt) for e in history] == [
+        (None, "pending", None, 0), ("pending", "queued", None, 0)]
+    assert json.loads(history[0].detail or "{}") == {"note": "from the share"}
+    assert history[1].detail is None
+    assert history[0].at == history[1].at == row.created_at
+
+
+def test_on_postgresql_a_lone_submission_is_one_statement(env, database: str) -> None:  # noqa: F811
+    if database != "postgresql":
+        pytest.skip("SQLite has no data-modifying CTE: a transaction of two statements there")
+    sent: list[str] = []
+    engine = db.get_engine()
+    listener = lambda *args: sent.append(args[2])  # noqa: E731 - the statement's text
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        records.record([new_job()])
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(sent) == 1 and sent[0].lstrip().upper().startswith("WITH")
+
+
+def test_a_lone_submission_is_still_checked_for_a_duplicate(env) -> None:
+    # Given a job recorded with the duplicate check
+    first = new_job()
+    assert records.record([first], dedupe_window=3600) == {}
+    # When the same content and parameters are submitted again, checked
+    again = new_job()
+    duplicates = records.record([again], dedupe_window=3600)
+    # Then it is found a duplicate of the first and left pending with the reason
+    assert duplicates[again.id].id == first.id
+    row = store.get_job(again.id)
+    assert row.state is JobState.PENDING and row.error["type"] == "DuplicateInput"
+
+
+def test_on_sqlite_a_lone_submission_is_one_transaction(env, database: str) -> None:  # noqa: F811
+    if database != "sqlite":
+        pytest.skip("PostgreSQL: one statement in autocommit (above)")
+    begun: list[object] = []
+    engine = db.get_engine()
+    listener = lambda *args: begun.append(args)  # noqa: E731
+    event.listen(engine, "begin", listener)
+    try:
+        records.record([new_job()])
+    finally:
+        event.remove(engine, "begin", listener)
+    assert len(begun) == 1  # no empty transaction (each takes SQLite's write lock) before it
