@@ -210,9 +210,9 @@ class Pipeline(Runner):
     def start(self, concurrency: int = 2, queues: str | None = None,
               name: str = "bench") -> subprocess.Popen[bytes]:
         """One worker; bench.scaling runs several at once, hence a name (node and log) each."""
-        from cli.processes import QUEUES, worker_command
+        from cli.processes import worker_command
 
-        command = worker_command(concurrency, name=name, queues=queues or QUEUES, loglevel="INFO")
+        command = worker_command(concurrency, name=name, queues=queues or None, loglevel="INFO")
         return start_worker(command, self.settings.var_dir / f"worker-{name}-{self.counter}.log")
 
     def drop(self, count: int) -> list[Path]:

@@ -24,11 +24,9 @@ from typing import IO
 from orchestrator.errors import PipelineError
 from orchestrator.jobs.canvas import Orchestrator
 from orchestrator.settings import get_settings
-from orchestrator.steps.registry import MAINTENANCE_QUEUE, PIPELINE
+from orchestrator.steps.registry import MAINTENANCE_QUEUE
 
 log = logging.getLogger(__name__)
-#: The default pipeline's queues (orchestrator/steps/registry.py).
-QUEUES = ",".join(PIPELINE.all_queues)
 LOCK_NAME = "pipeline-up.lock"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
