@@ -67,13 +67,30 @@ def flower(servers_env: Env, worker: Any, spawn: Any, monkeypatch: pytest.Monkey
     deadline = time.monotonic() + 60
     while True:
         try:
-            if started.get("/healthcheck", auth=None)[0] == 200:
+            if capturing_events(started):
                 return started
         except OSError:
             pass
         assert process.proc.poll() is None, process.output()
         assert time.monotonic() < deadline, process.output()
         time.sleep(0.2)
+
+
+def capturing_events(flower: Flower) -> bool:
+    """Whether Flower's event receiver has heard from a worker.
+
+    /healthcheck answers as soon as the web server is up, while the receiver connects to the
+    broker from its own thread a moment later; a task whose task-sent and task-received events
+    fall in that gap is listed with no name, and its task-failed event is counted under the
+    empty name (what made this test flaky in CI). Worker heartbeats come every two seconds and
+    set ``flower_worker_online`` only once the receiver is capturing.
+    """
+    if flower.get("/healthcheck", auth=None)[0] != 200:
+        return False
+    status, metrics = flower.get("/metrics", auth=None)
+    return status == 200 and any(
+        line.startswith("flower_worker_online{") and line.endswith(" 1.0")
+        for line in metrics.splitlines())
 
 
 def run_job(env: Env, sample: Path) -> str:
