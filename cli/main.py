@@ -50,8 +50,11 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_jso
     """
     params = {k: v for k, v in options.items() if v is not None}  # only what the user gave
     orch = orchestrator()
-    job_ids, batch_ids = _submit(orch, files, params, batch, dedupe=not force)
+    job_ids, batch_ids, lost = _submit(orch, files, params, batch, dedupe=not force)
     refused = _report(job_ids, batch_ids, as_json)
+    for path in lost:
+        click.echo(f"error: {path}: gone before it could be claimed (another watcher or "
+                   "submitter took it first); not submitted", err=True)
     members = job_ids + [j.id for b in batch_ids for j in store.list_jobs(batch_id=b,
                                                                           limit=100_000)]
     ended = _wait(members, quiet=as_json) if wait else []
@@ -64,12 +67,12 @@ def submit(files: tuple[Path, ...], batch: bool, wait: bool, force: bool, as_jso
             for job in unfinished:
                 render.line(_ended_badly(job))
         raise SystemExit(Exit.JOB_FAILED if unfinished else Exit.OK)
-    if refused:  # as the API (422) and `pipeline submit` through it (cli/remote.py) exit
+    if refused or lost:  # as the API (422) and `pipeline submit` through it (cli/remote.py)
         raise SystemExit(Exit.BAD_INPUT)
 
 
 def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: bool,
-            dedupe: bool) -> tuple[list[str], list[str]]:
+            dedupe: bool) -> tuple[list[str], list[str], list[Path]]:
     from orchestrator.intake.watch.jobrefs import batch_members
 
     folders = [f for f in files if f.is_dir()]
@@ -81,8 +84,11 @@ def _submit(orch: Any, files: tuple[Path, ...], params: dict[str, Any], batch: b
     batch_ids = [orch.submit_batch(batch_members(d), params, name=d.name, dedupe=dedupe)
                  for d in folders]
     if batch and singles:
-        return [], [*batch_ids, orch.submit_batch(singles, params, dedupe=dedupe)]
-    return [orch.submit(f, params, dedupe=dedupe) for f in singles], batch_ids
+        return [], [*batch_ids, orch.submit_batch(singles, params, dedupe=dedupe)], []
+    if not singles:
+        return [], batch_ids, []
+    job_ids, lost = orch.submit_many(singles, params, dedupe=dedupe)
+    return job_ids, batch_ids, lost
 
 
 def _submitted(job_id: str) -> str:

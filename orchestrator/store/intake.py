@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, text, update
 
 from orchestrator.store.db import transaction
-from orchestrator.store.jobs import NewJob, _event, _insert_job, create_queued, now
+from orchestrator.store.jobs import NewJob, _event, _insert_job, create_queued, insert_jobs, now
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import batches, job_events, jobs
 
@@ -67,6 +67,9 @@ def record(new: Sequence[NewJob], *, batch_name: str | None = None,
         if batch_name is not None and new:
             conn.execute(insert(batches).values(id=new[0].batch_id, name=batch_name,
                                                 size=len(new), created_at=at))
+        if not dedupe_window:  # nothing to check row by row: all rows in two statements
+            insert_jobs(conn, new, refused, at)
+            return duplicates
         for job in new:
             original = None
             if dedupe_window and job.id not in unchecked:

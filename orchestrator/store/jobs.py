@@ -164,6 +164,30 @@ def _insert_job(conn: Connection, job: NewJob, queued: bool, at: datetime) -> No
     conn.execute(transitions.EVENT, events)  # one executemany: psycopg sends both at once
 
 
+def insert_jobs(conn: Connection, new: Sequence[NewJob], refused: dict[str, dict[str, Any]],
+                at: datetime) -> None:
+    """Insert a group of jobs and their creation events: two executemany statements, which
+    psycopg pipelines, rather than two round trips per job (``pipeline submit *.csv``, a
+    watcher's scan). ``refused`` jobs (id -> reason) stay pending with their reason."""
+    if not new:
+        return
+    rows, events = [], []
+    for job in new:
+        reason = refused.get(job.id)
+        state = JobState.PENDING if reason is not None else JobState.QUEUED
+        rows.append({"id": job.id, "batch_id": job.batch_id, "input_name": job.input_name,
+                     "input_sha256": job.input_sha256, "input_size": job.input_size,
+                     "params": job.params, "state": state.value, "step": None,
+                     "progress": 0.0, "attempts": 0, "error": reason, "created_at": at,
+                     "updated_at": at})
+        detail = json.dumps(job.detail) if job.detail else None
+        events.append(_event_row(job.id, None, JobState.PENDING, detail, at))
+        if reason is None:
+            events.append(_event_row(job.id, JobState.PENDING, JobState.QUEUED, None, at))
+    conn.execute(_INSERT_JOB, rows)
+    conn.execute(transitions.EVENT, events)
+
+
 def create_queued(job: NewJob, at: datetime, url: str | None = None) -> bool:
     """Record one job queued, with its two creation events, in one statement; False (nothing
     written) where that is not possible, and the caller records it in a transaction.

@@ -92,3 +92,24 @@ def test_a_batch_with_a_failed_member_reaches_its_summary(memory_app: Celery, sa
     wait_path(summary.parent, summary.name)
     written = json.loads(summary.read_text())
     assert written["name"] == "march"
+
+
+def test_files_submitted_together_each_run_as_a_job_and_a_vanished_one_is_named(
+        memory_app: Celery, sample_csv: Path, tmp_path: Path) -> None:
+    # Given three price files and one name whose file is gone (another watcher took it)
+    orch = Orchestrator(get_settings(), app=memory_app)
+    files = []
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).write_bytes(sample_csv.read_bytes())
+        files.append(tmp_path / name)
+    gone = tmp_path / "gone.csv"
+    # When they are submitted together, as `pipeline submit a.csv b.csv gone.csv c.csv` does
+    job_ids, lost = orch.submit_many([files[0], files[1], gone, files[2]],
+                                     {"portfolio_size": 10})
+    # Then the vanished one is named, and each of the others is a job that completes
+    assert lost == [gone]
+    ended = wait_final(job_ids)
+    assert [(j.input_name, j.state) for j in ended] == [
+        ("a.csv", JobState.COMPLETED), ("b.csv", JobState.COMPLETED),
+        ("c.csv", JobState.COMPLETED)]
+    assert all(j.params["portfolio_size"] == 10 for j in ended)

@@ -81,3 +81,35 @@ def test_on_sqlite_a_lone_submission_is_one_transaction(env, database: str) -> N
     finally:
         event.remove(engine, "begin", listener)
     assert len(begun) == 1  # no empty transaction (each takes SQLite's write lock) before it
+
+
+def test_a_group_without_the_duplicate_check_is_two_statements_and_the_same_records(
+        env) -> None:
+    # Given forty jobs submitted at once (`pipeline submit *.csv`), two of them refused
+    group = [new_job(detail={"source": f"in/{i}.csv"}) for i in range(40)]
+    refused = {group[3].id: {"type": "DataError", "message": "bad", "step": None},
+               group[30].id: {"type": "DataError", "message": "worse", "step": None}}
+    sent: list[str] = []
+    engine = db.get_engine()
+    listener = lambda *args: sent.append(args[2])  # noqa: E731 - the statement's text
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        # When they are recorded without the duplicate check
+        assert records.record(group, refused=refused) == {}
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    # Then the rows and their events went in as two statements, not two or three per job
+    # (SQLite's transaction opens with a statement of its own)
+    assert [s for s in sent if not s.startswith("BEGIN")] == [
+        s for s in sent if s.startswith("INSERT")] and len(sent) <= 3, sent
+    # And each job is recorded as it was one by one: queued, or pending with its reason
+    for job in group:
+        row = store.get_job(job.id)
+        events = [(e.from_state, e.to_state) for e in store.history(job.id)]
+        if job.id in refused:
+            assert (row.state, row.error) == (JobState.PENDING, refused[job.id])
+            assert events == [(None, "pending")]
+        else:
+            assert (row.state, row.error) == (JobState.QUEUED, None)
+            assert events == [(None, "pending"), ("pending", "queued")]
+        assert json.loads(store.history(job.id)[0].detail or "{}") == job.detail
