@@ -70,6 +70,7 @@ def record(new: Sequence[NewJob], *, batch_name: str | None = None,
         if not dedupe_window:  # nothing to check row by row: all rows in two statements
             insert_jobs(conn, new, refused, at)
             return duplicates
+        _lock_contents(conn, [job for job in new if job.id not in unchecked])
         for job in new:
             original = None
             if dedupe_window and job.id not in unchecked:
@@ -113,10 +114,18 @@ def duplicate_error(original: Original) -> dict[str, Any]:
                        "Submit with --force, or set \"force\": true in a job file, to run it"}
 
 
+def _lock_contents(conn: Connection, checked: Sequence[NewJob]) -> None:
+    """PostgreSQL: serialize the duplicate checks of one content across sessions, with an
+    advisory lock per content hash held to the commit. Taken all at once in ascending order:
+    two submitters each holding one group's locks and waiting for the other's would deadlock
+    if each took them in its own files' order."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite: the transaction holds the write lock from BEGIN
+    for key in sorted({int(job.input_sha256[:15], 16) for job in checked}):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def _original(conn: Connection, job: NewJob, since: datetime) -> Original | None:
-    if conn.dialect.name == "postgresql":  # serialize checks of one content across sessions
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                     {"key": int(job.input_sha256[:15], 16)})
     rows = conn.execute(
         select(jobs.c.id, jobs.c.input_name, jobs.c.state, jobs.c.created_at, jobs.c.params,
                jobs.c.error)

@@ -7,7 +7,9 @@ trip instead of BEGIN, row, events, COMMIT); what is recorded is the same on bot
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import uuid
 
 import pytest
@@ -113,3 +115,58 @@ def test_a_group_without_the_duplicate_check_is_two_statements_and_the_same_reco
             assert (row.state, row.error) == (JobState.QUEUED, None)
             assert events == [(None, "pending"), ("pending", "queued")]
         assert json.loads(store.history(job.id)[0].detail or "{}") == job.detail
+
+
+
+def record_side_by_side(groups: list[list[store.NewJob]]) -> tuple[
+        list[dict[str, records.Original]], list[BaseException]]:
+    """Each group recorded with the duplicate check in its own thread, at the same time: each
+    pausing after its first content lock until the other holds one too (or 2 s passed)."""
+    met = threading.Barrier(len(groups))
+    paused: set[int] = set()
+
+    def pause(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "pg_advisory_xact_lock" in statement and threading.get_ident() not in paused:
+            paused.add(threading.get_ident())
+            with contextlib.suppress(threading.BrokenBarrierError):
+                met.wait(timeout=2)
+
+    found: list[dict[str, records.Original]] = []
+    errors: list[BaseException] = []
+
+    def submit(group: list[store.NewJob]) -> None:
+        try:
+            found.append(records.record(group, dedupe_window=3600))
+        except BaseException as error:
+            errors.append(error)
+
+    engine = db.get_engine()
+    event.listen(engine, "after_cursor_execute", pause)
+    try:
+        threads = [threading.Thread(target=submit, args=(g,)) for g in groups]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        event.remove(engine, "after_cursor_execute", pause)
+    return found, errors
+
+
+def content(mark: str) -> store.NewJob:
+    return store.NewJob(id=uuid.uuid4().hex, input_name=f"{mark}.csv", input_sha256=mark * 64,
+                        input_size=9, params={})
+
+
+def test_two_checked_groups_of_the_same_contents_in_opposite_orders_do_not_deadlock(
+        env, database: str) -> None:  # noqa: F811
+    if database != "postgresql":
+        pytest.skip("SQLite: one writer at a time, from BEGIN")
+    # Given two submitters with the same two contents, listed in opposite orders
+    groups = [[content("a"), content("b")], [content("b"), content("a")]]
+    # When both record their group with the duplicate check at the same time
+    found, errors = record_side_by_side(groups)
+    # Then neither was aborted as a deadlock, and each content ran once: the other a duplicate
+    assert errors == []
+    assert len({d for f in found for d in f}) == 2
+    assert {o.input_name for f in found for o in f.values()} == {"a.csv", "b.csv"}
