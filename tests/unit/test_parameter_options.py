@@ -104,7 +104,7 @@ def given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str,
     seen: dict[str, Any] = {}
     monkeypatch.setattr(local, "orchestrator", lambda: None)
     monkeypatch.setattr(local, "_submit", lambda orch, files, params, batch, dedupe: (
-        seen.update(local=params), ([], []))[1])
+        seen.update(local=params), ([], [], []))[1])
     monkeypatch.setattr(remote, "_send", lambda api, files, batch, form: (
         seen.update(remote=form), ([], [], []))[1])
     for group in (pipeline, remote._group(pipeline)):
