@@ -30,7 +30,7 @@ from orchestrator.policy import OUTAGE, Action, Decision, Kind
 from orchestrator.runtime.logs import job_context
 from orchestrator.runtime.messages import JobMessage, misaddressed
 from orchestrator.settings import get_settings
-from orchestrator.steps.run import StepContext
+from orchestrator.steps.context import StepContext
 from orchestrator.store import jobs as store
 
 log = logging.getLogger(__name__)

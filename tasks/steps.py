@@ -19,8 +19,8 @@ from orchestrator.jobs import lifecycle
 from orchestrator.paths import Share
 from orchestrator.runtime.messages import JobMessage
 from orchestrator.settings import get_settings
+from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import Step
-from orchestrator.steps.run import StepContext
 from tasks.base import OUTAGE, StepTask
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,14 @@ def step_task(step: Step) -> Task:
     """The task of one step of the registry: ``pipeline.<name>``, a :class:`TruthfulStep`
     whose work is the step's plain function. A shared task (Celery's ``shared_task``): every
     app the composition root makes (orchestrator/celery.py) has it."""
-    work = step.function()
-
     def run(task: TruthfulStep, ctx: StepContext, message: JobMessage) -> dict[str, Any]:
-        return work(ctx)
+        # Imported on first use, not when the task is made: the step functions bring
+        # pandas, pyarrow and SciPy, which a worker serving only rotation never needs. A
+        # worker that serves the step has imported it before forking (orchestrator/celery.py).
+        return step.function()(ctx)
 
     run.__name__ = run.__qualname__ = step.name
-    run.__doc__ = work.__doc__
+    run.__doc__ = f"The {step.name} step: {step.run}."
     task: Task = shared_task(bind=True, base=TruthfulStep, name=step.task_name,
                              step=step.name)(run)
     return task

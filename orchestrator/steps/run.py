@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator import safeopen
 from orchestrator.errors import DataError
-from orchestrator.jobs.jobspec import JobParams
-from orchestrator.paths import Share, write_json
-from orchestrator.settings import Settings
+from orchestrator.paths import write_json
 from orchestrator.steps import archive, optimize, validate
+from orchestrator.steps.context import StepContext
 
 CLEAN = "prices.clean.csv"  # for people: the cleaned table, written once, fast
 HANDOFF = "prices.npz"  # for the optimize step: binary, nothing formatted or parsed
 QUALITY = "quality.json"
 PORTFOLIO = "portfolio.json"
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a step's run function is given: its job, the job's folder and parameters, the
-    settings, a progress callback (fraction done, 0..1), and what the job did so far."""
-
-    job_id: str
-    folder: Path
-    params: JobParams
-    settings: Settings
-    progress: Callable[[float], None]
-    input_name: str = ""
-    created_at: str = ""  # ISO 8601, when the job was submitted
-    timings: dict[str, Any] = field(default_factory=dict)  # seconds per step run so far
-
-    @property
-    def share(self) -> Share:
-        return Share(self.settings.share_dir)
 
 
 def input_csv(folder: Path) -> Path:
