@@ -12,8 +12,9 @@ from dataclasses import replace
 from typing import Any
 
 from orchestrator.paths import write_json
+from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import PIPELINE, Step, StepRegistry
-from orchestrator.steps.run import PORTFOLIO, StepContext
+from orchestrator.steps.run import PORTFOLIO
 
 CONCENTRATION = "concentration.json"
 
