@@ -21,9 +21,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 def main() -> None:
     setup, jobs, light = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     runner = RawCelery() if setup.startswith("raw") else Pipeline()
-    out = runner.throughput(jobs)
-    out.update(runner.latency(light))
+    try:
+        out = runner.throughput(jobs)
+        out.update(runner.latency(light))
+    finally:  # a worker left behind would eat the next setup's messages
+        stop([p for p in STARTED if p.poll() is None], timeout=60)
     print(json.dumps(out))
+
+
+#: Every worker this process started (start_worker), stopped when it ends, even on a crash.
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 # -- process measurements ------------------------------------------------------------------
@@ -78,6 +85,7 @@ def start_worker(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     handle = open(log, "wb")  # noqa: SIM115
     proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
                             start_new_session=True)
+    STARTED.append(proc)
     deadline = time.monotonic() + 90
     while "ready." not in log.read_text(errors="replace"):
         if time.monotonic() > deadline or proc.poll() is not None:
