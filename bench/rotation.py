@@ -11,7 +11,7 @@ RSS (VmHWM / ru_maxrss) of the worker's processes and of the CLI. Then, at ``--t
 (default: the first size), the same run with PIPELINE_ROTATION_BYTES_PER_SECOND set to half
 the unthrottled MB/s, and the measured rate against that budget.
 
-Checks (exit 1 if one fails; ``--smoke`` only reports them): every job archived; peak RSS of
+Checks (exit 1 if one fails; ``--smoke`` fails on memory only): every job archived; peak RSS of
 worker and CLI the same within 20 % from the smallest to the largest size, and under 200 MB;
 the throttled rate within 10 % of its budget.
 """
@@ -73,8 +73,12 @@ def main() -> None:
     failures = checks(rows)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "failures": failures}, indent=2))
-    if failures and not args.smoke:
-        raise SystemExit(1)
+    # Smoke runs last 1-3 s, so their rate is noise; their memory is not: a worker over the
+    # limit at 300 jobs is over it at 100,000 (CI printed such a FAILED for two sessions
+    # without failing, issue 7's 200 MB: see docs/performance.md).
+    enforced = [f for f in failures if f.startswith("memory")] if args.smoke else failures
+    if enforced:
+        raise SystemExit(f"failed: {', '.join(enforced)}")
 
 
 def generate(count: int, job_bytes: int) -> None:
