@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, text, update
 
 from orchestrator.store.db import transaction
-from orchestrator.store.jobs import NewJob, _event, _insert_job, create_queued, insert_jobs, now
+from orchestrator.store.jobs import NewJob, _event, create_queued, insert_jobs, now
 from orchestrator.store.states import JobState
 from orchestrator.store.tables import batches, job_events, jobs
 
@@ -68,7 +68,7 @@ def record(new: Sequence[NewJob], *, batch_name: str | None = None,
             conn.execute(insert(batches).values(id=new[0].batch_id, name=batch_name,
                                                 size=len(new), created_at=at))
         if not dedupe_window:  # nothing to check row by row: all rows in two statements
-            insert_jobs(conn, new, refused, at)
+            insert_jobs(conn, new, at, reasons=refused)
             return duplicates
         _lock_contents(conn, [job for job in new if job.id not in unchecked])
         for job in new:
@@ -79,9 +79,7 @@ def record(new: Sequence[NewJob], *, batch_name: str | None = None,
             if original is not None:
                 duplicates[job.id] = original
                 reason = duplicate_error(original)
-            _insert_job(conn, job, reason is None, at)
-            if reason is not None:
-                conn.execute(update(jobs).where(jobs.c.id == job.id).values(error=reason))
+            insert_jobs(conn, [job], at, reasons={job.id: reason} if reason else None)
     return duplicates
 
 

@@ -143,38 +143,29 @@ def create_jobs(new: Sequence[NewJob], *, queued: bool = True, batch_name: str |
         if batch_name is not None and new:
             conn.execute(insert(batches).values(id=new[0].batch_id, name=batch_name,
                                                 size=len(new), created_at=at))
-        for job in new:
-            _insert_job(conn, job, queued, at)
+        insert_jobs(conn, new, at, queued=queued)
 
 
 _INSERT_JOB = insert(jobs)  # statements built once and bound per call: building costs CPU
 
 
-def _insert_job(conn: Connection, job: NewJob, queued: bool, at: datetime) -> None:
-    state = JobState.QUEUED if queued else JobState.PENDING
-    conn.execute(_INSERT_JOB, {
-        "id": job.id, "batch_id": job.batch_id, "input_name": job.input_name,
-        "input_sha256": job.input_sha256, "input_size": job.input_size, "params": job.params,
-        "state": state.value, "step": None, "progress": 0.0, "attempts": 0, "created_at": at,
-        "updated_at": at})
-    detail = json.dumps(job.detail) if job.detail else None
-    events = [_event_row(job.id, None, JobState.PENDING, detail, at)]
-    if queued:
-        events.append(_event_row(job.id, JobState.PENDING, JobState.QUEUED, None, at))
-    conn.execute(transitions.EVENT, events)  # one executemany: psycopg sends both at once
+def insert_jobs(conn: Connection, new: Sequence[NewJob], at: datetime, *, queued: bool = True,
+                reasons: dict[str, dict[str, Any]] | None = None) -> None:
+    """Insert jobs and their creation events: two executemany statements, which psycopg
+    pipelines, however many jobs (``pipeline submit *.csv``, a watcher's scan; issue 18).
 
-
-def insert_jobs(conn: Connection, new: Sequence[NewJob], refused: dict[str, dict[str, Any]],
-                at: datetime) -> None:
-    """Insert a group of jobs and their creation events: two executemany statements, which
-    psycopg pipelines, rather than two round trips per job (``pipeline submit *.csv``, a
-    watcher's scan). ``refused`` jobs (id -> reason) stay pending with their reason."""
+    A job is queued (pending, then queued: two events) when ``queued``, unless ``reasons``
+    holds an error for it (a refused input, a duplicate): then it stays pending with that
+    reason, to be ended once its folder is put away.
+    """
     if not new:
         return
+    reasons = reasons or {}
     rows, events = [], []
     for job in new:
-        reason = refused.get(job.id)
-        state = JobState.PENDING if reason is not None else JobState.QUEUED
+        reason = reasons.get(job.id)
+        goes_on = queued and reason is None
+        state = JobState.QUEUED if goes_on else JobState.PENDING
         rows.append({"id": job.id, "batch_id": job.batch_id, "input_name": job.input_name,
                      "input_sha256": job.input_sha256, "input_size": job.input_size,
                      "params": job.params, "state": state.value, "step": None,
@@ -182,7 +173,7 @@ def insert_jobs(conn: Connection, new: Sequence[NewJob], refused: dict[str, dict
                      "updated_at": at})
         detail = json.dumps(job.detail) if job.detail else None
         events.append(_event_row(job.id, None, JobState.PENDING, detail, at))
-        if reason is None:
+        if goes_on:
             events.append(_event_row(job.id, JobState.PENDING, JobState.QUEUED, None, at))
     conn.execute(_INSERT_JOB, rows)
     conn.execute(transitions.EVENT, events)
