@@ -93,20 +93,17 @@ def _schema_current(**_: object) -> None:
 
 
 @signals.worker_init.connect
-def _import_served_steps(sender: Any = None, **_: object) -> None:
+def _import_served_steps(sender: Any, **_: object) -> None:
     """Import the functions of the steps this worker serves, in the main process, before the
     pool forks: the children share those pages, and a step whose ``run`` names a missing
     module or function stops the worker now, not at its first job. A worker that serves none
     (``-Q maintenance``) does not load the numerical stack at all (issue 7: under 200 MB)."""
-    consumed = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
-    served = set(getattr(consumed, "consume_from", None) or ())
-    for step in get_settings().steps:
-        if not served or step.queue in served:
-            try:
-                step.function()
-            except Exception as error:  # Celery logs and swallows a handler's Exception
-                raise SystemExit(f"step {step.name}: its run function {step.run!r} cannot be "
-                                 f"imported: {type(error).__name__}: {error}") from error
+    for step in get_settings().steps.served_by(sender.app.amqp.queues.consume_from):
+        try:
+            step.function()
+        except Exception as error:  # Celery logs and swallows a handler's Exception
+            raise SystemExit(f"step {step.name}: its run function {step.run!r} cannot be "
+                             f"imported: {type(error).__name__}: {error}") from error
 
 
 @signals.worker_process_shutdown.connect

@@ -19,6 +19,7 @@ worker imports a step's code only when it registers the step's task.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -72,10 +73,16 @@ class Step:
         return f"pipeline.{self.name}"
 
     def function(self) -> Callable[..., dict[str, Any]]:
-        """The plain function that does the step's work, imported now."""
-        module, _, attribute = self.run.partition(":")
-        found: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), attribute)
-        return found
+        """The plain function that does the step's work, imported on the first call and
+        remembered (each task run asks for it)."""
+        return _resolve(self.run)
+
+
+@functools.cache
+def _resolve(run: str) -> Callable[..., dict[str, Any]]:
+    module, _, attribute = run.partition(":")
+    found: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), attribute)
+    return found
 
 
 class StepRegistry:
@@ -130,6 +137,11 @@ class StepRegistry:
     def all_queues(self) -> tuple[str, ...]:
         """Every queue a worker of this pipeline consumes: the steps' and maintenance."""
         return (*self.queues, MAINTENANCE_QUEUE)
+
+    def served_by(self, queues: Iterable[str]) -> tuple[Step, ...]:
+        """The steps a worker consuming ``queues`` runs."""
+        consumed = set(queues)
+        return tuple(step for step in self._steps if step.queue in consumed)
 
     def roles(self) -> dict[str, tuple[str, ...]]:
         """Worker roles and the queues each serves, in step order, maintenance last."""
