@@ -70,10 +70,16 @@ def test_a_worker_whose_step_cannot_be_imported_stops_saying_which(child_env, tm
     """))
     env = {**child_env, "PYTHONPATH": f"{tmp_path}:{ROOT}",
            "PIPELINE_STEP_REGISTRY": "badreg:BAD"}
-    # When a worker serving that step starts; and one serving only rotation
-    refused, rotation = worker_start("extra", env), worker_start("maintenance", env)
-    # Then the first exits 1 naming the step and its run function; the second starts
-    assert refused.returncode == 1
+    # When a real worker serving that step's queue starts
+    refused = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "orchestrator", "worker", "-Q", "extra",
+         "-c", "1", "-n", f"refused-{os.getpid()}@%h", "--without-gossip",
+         "--without-mingle"], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=120)
+    # Then it exits 1 before serving anything, naming the step and its run function
+    assert refused.returncode == 1, refused.stderr[-2000:]
     assert ("step extra: its run function 'nowhere_at_all:run' cannot be imported: "
             "ModuleNotFoundError") in refused.stderr
+    # And a worker serving only rotation, with the same registry, gets past that point
+    rotation = worker_start("maintenance", env)
     assert rotation.returncode == 0, rotation.stderr
